@@ -1,0 +1,18 @@
+{
+  "targets": [
+    {
+      "target_name": "tcp_chronograph",
+      "sources": [
+        "native/addon.cc",
+        "native/errqueue.cc",
+        "native/sockopt.cc",
+        "native/diag.cc"
+      ],
+      "dependencies": [
+        "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
+      ],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-O2"]
+    }
+  ]
+}

@@ -1,0 +1,12 @@
+// tcp-chronograph native shim: syscalls only. Everything it returns is raw
+// bytes or plain numbers; parsing lives in agent/parse/.
+#include "common.h"
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  chrono::InitErrqueue(env, exports);
+  chrono::InitSockopt(env, exports);
+  chrono::InitDiag(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(tcp_chronograph, Init)
