@@ -1,0 +1,300 @@
+// Chunk tracking: maps application units of data (one write, or the writes of
+// one unit such as an HTTP response) to the kernel's timestamp records.
+//
+// Records are keyed by the offset of the last byte of a sendmsg (OPT_ID). The
+// kernel coalesces and splits writes, and drops a record now and then, so a
+// chunk is matched to the FIRST record of each kind whose key is at or past the
+// chunk's last byte: TCP delivers in order, so that byte left (SCHED/SND) or
+// was acked (ACK) no later than the record says. `exact` tells whether the
+// record was keyed at the chunk's own last byte.
+import { classify, shares, type ClassifyOptions, type Limit, type Shares } from './classify.js';
+import type { TxRecord } from '../parse/errqueue.js';
+
+/** Cumulative chronograph figures at one instant (from tcp_info or OPT_STATS). */
+export interface ChronoSnapshot {
+  busy: number; // seconds
+  rwndLimited: number;
+  sndbufLimited: number;
+  totalRetrans: number; // segments
+  deliveryRate?: number; // bytes/s
+  cwnd?: number; // segments
+  srtt?: number; // seconds
+  minRtt?: number;
+}
+
+export interface ChunkRecord {
+  /** Sequence number of the chunk on its connection (0, 1, …), sampled or not. */
+  id: number;
+  label?: string;
+  bytes: number;
+  /** Offset of the chunk's first byte in the bytes written since instrumentation. */
+  offset: number;
+  /** First byte handed to the socket (CLOCK_REALTIME, seconds). */
+  writeTime: number;
+  /** Last byte handed to the socket. */
+  lastWriteTime: number;
+  /** Last byte left the TCP queue. */
+  schedTime?: number;
+  /** Last byte left the host (only when SND records are requested). */
+  sndTime?: number;
+  /** Last byte acked by the peer. */
+  ackTime?: number;
+  /** schedTime − lastWriteTime: how long the chunk's end waited in TCP. */
+  queueDelay?: number;
+  /** ackTime − writeTime (for a stall: time until it was reported). */
+  deliveryTime: number;
+  /** Chronograph deltas over the chunk, seconds. */
+  busy: number;
+  rwndLimited: number;
+  sndbufLimited: number;
+  appLimited: number;
+  retransmits: number;
+  deliveryRate?: number;
+  cwnd?: number;
+  srtt?: number;
+  limit: Limit;
+  shares: Shares;
+  stalled: boolean;
+  /** The ACK record was keyed at this chunk's own last byte. */
+  exact: boolean;
+}
+
+interface Pending {
+  id: number;
+  label: string | undefined;
+  offset: number;
+  bytes: number;
+  writeTime: number;
+  lastWriteTime: number;
+  start: ChronoSnapshot;
+  closed: boolean;
+  sched?: number;
+  snd?: number;
+  ack?: { time: number; key: number; stats: ChronoSnapshot | undefined };
+}
+
+export interface TrackerOptions extends ClassifyOptions {
+  /** Report a chunk as stalled when its last byte is not acked this long after it was written (s). */
+  stallAfter: number;
+  /** Most chunks awaiting records per connection; older ones are reported as stalled. */
+  maxPending: number;
+}
+
+export interface TrackerEvents {
+  chunk(c: ChunkRecord): void;
+  stall(c: ChunkRecord): void;
+}
+
+const TWO32 = 2 ** 32;
+
+interface Unit {
+  id: number;
+  label: string | undefined;
+  sampled: boolean;
+  chunk: Pending | undefined; // created by the unit's first write
+}
+
+export class ChunkTracker {
+  /** Bytes handed to the socket since instrumentation: the key space of the records. */
+  written = 0;
+  private nextId = 0;
+  private readonly pending: Pending[] = [];
+  private unit: Unit | undefined;
+  readonly counters = { chunks: 0, stalls: 0, inexact: 0, overflow: 0, missingStats: 0 };
+
+  constructor(
+    private readonly opts: TrackerOptions,
+    private readonly events: TrackerEvents,
+  ) {}
+
+  /** Starts a unit: the writes from here to the next startUnit()/endUnit() form one chunk. */
+  startUnit(label: string | undefined, sampled: boolean): void {
+    this.endUnit();
+    this.unit = { id: this.nextId++, label, sampled, chunk: undefined };
+  }
+
+  /** Closes the current unit; later writes are chunks of their own until the next unit. */
+  endUnit(): void {
+    const c = this.unit?.chunk;
+    this.unit = undefined;
+    if (c === undefined) return;
+    c.closed = true;
+    this.completeReady();
+  }
+
+  /** Whether a unit is open, and whether it is sampled. */
+  get openUnit(): { sampled: boolean } | undefined {
+    return this.unit;
+  }
+
+  /**
+   * Accounts for `bytes` handed to the socket at `now`. Outside a unit each
+   * write is its own chunk, tracked when `sampleWrite` is true. `snapshot` is
+   * called once per new tracked chunk for its starting figures.
+   */
+  write(bytes: number, now: number, sampleWrite: boolean, snapshot: () => ChronoSnapshot): void {
+    if (bytes <= 0) return;
+    const offset = this.written;
+    this.written += bytes;
+    let c: Pending | undefined;
+    if (this.unit === undefined) {
+      const id = this.nextId++;
+      if (!sampleWrite) return;
+      c = this.newPending(id, undefined, offset, now, snapshot());
+      c.closed = true; // a write-sized chunk ends with its write
+    } else {
+      if (!this.unit.sampled) return;
+      c = this.unit.chunk ??= this.newPending(this.unit.id, this.unit.label, offset, now, snapshot());
+    }
+    c.bytes += bytes;
+    c.lastWriteTime = now;
+    // Records seen so far covered an earlier last byte only.
+    c.sched = c.snd = c.ack = undefined;
+  }
+
+  /** Applies timestamp records (in arrival order). */
+  onRecords(records: readonly TxRecord[], nowSnapshot: () => ChronoSnapshot): void {
+    if (this.written === 0) return;
+    for (const r of records) {
+      const last = this.unwrap(r.key);
+      for (const c of this.pending) {
+        if (c.offset + c.bytes - 1 > last) break;
+        if (r.kind === 'sched') c.sched ??= r.time;
+        else if (r.kind === 'snd') c.snd ??= r.time;
+        else if (c.ack === undefined) {
+          const stats = r.stats === undefined ? undefined : fromOptStats(r.stats);
+          c.ack = { time: r.time, key: last, stats };
+        }
+      }
+    }
+    this.completeReady(nowSnapshot);
+  }
+
+  /** Reports chunks unacked for longer than stallAfter; returns how many. */
+  checkStalls(now: number, nowSnapshot: () => ChronoSnapshot): number {
+    let n = 0;
+    for (let i = 0; i < this.pending.length; ) {
+      const c = this.pending[i]!;
+      if (c.bytes > 0 && c.ack === undefined && now - c.lastWriteTime >= this.opts.stallAfter) {
+        this.pending.splice(i, 1);
+        // A stalled unit goes on: its later writes form a continuation chunk.
+        if (c === this.unit?.chunk) this.unit.chunk = undefined;
+        this.report(c, now, nowSnapshot(), true);
+        n++;
+      } else i++;
+    }
+    return n;
+  }
+
+  /** Chunks still waiting for records (bounded by maxPending). */
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
+  /** Oldest unacked write time, for scheduling the stall check. */
+  oldestUnacked(): number | undefined {
+    for (const c of this.pending) if (c.bytes > 0 && c.ack === undefined) return c.lastWriteTime;
+    return undefined;
+  }
+
+  /** The socket is gone: chunks that never got their ACK are reported as stalled, the rest completed. */
+  flush(now: number, lastSnapshot: ChronoSnapshot | undefined): void {
+    this.unit = undefined;
+    const left = this.pending.splice(0);
+    for (const c of left) {
+      if (c.bytes === 0) continue;
+      if (c.ack !== undefined) this.report(c, c.ack.time, c.ack.stats ?? lastSnapshot ?? c.start, false);
+      else this.report(c, now, lastSnapshot ?? c.start, true);
+    }
+  }
+
+  private newPending(id: number, label: string | undefined, offset: number, now: number, start: ChronoSnapshot): Pending {
+    if (this.pending.length >= this.opts.maxPending) {
+      // Memory stays bounded: the oldest waiting chunk is given up on, reported as stalled.
+      const old = this.pending.shift()!;
+      this.counters.overflow++;
+      if (old === this.unit?.chunk) this.unit.chunk = undefined;
+      this.report(old, now, old.start, true);
+    }
+    const c: Pending = { id, label, offset, bytes: 0, writeTime: now, lastWriteTime: now, start, closed: false };
+    this.pending.push(c);
+    return c;
+  }
+
+  private completeReady(nowSnapshot?: () => ChronoSnapshot): void {
+    while (this.pending.length > 0) {
+      const c = this.pending[0]!;
+      if (!c.closed || c.ack === undefined) return;
+      this.pending.shift();
+      let end = c.ack.stats;
+      if (end === undefined) {
+        this.counters.missingStats++;
+        end = nowSnapshot?.() ?? c.start;
+      }
+      this.report(c, c.ack.time, end, false);
+    }
+  }
+
+  private report(c: Pending, endTime: number, end: ChronoSnapshot, stalled: boolean): void {
+    const span = Math.max(0, endTime - c.writeTime);
+    const busy = nonNeg(end.busy - c.start.busy);
+    const rwndLimited = nonNeg(end.rwndLimited - c.start.rwndLimited);
+    const sndbufLimited = nonNeg(end.sndbufLimited - c.start.sndbufLimited);
+    const delta = { span, busy, rwndLimited, sndbufLimited };
+    const exact = !stalled && c.ack !== undefined && c.ack.key === c.offset + c.bytes - 1;
+    const rec: ChunkRecord = {
+      id: c.id,
+      ...(c.label !== undefined && { label: c.label }),
+      bytes: c.bytes,
+      offset: c.offset,
+      writeTime: c.writeTime,
+      lastWriteTime: c.lastWriteTime,
+      ...(c.sched !== undefined && { schedTime: c.sched, queueDelay: Math.max(0, c.sched - c.lastWriteTime) }),
+      ...(c.snd !== undefined && { sndTime: c.snd }),
+      ...(!stalled && c.ack !== undefined && { ackTime: c.ack.time }),
+      deliveryTime: span,
+      busy,
+      rwndLimited,
+      sndbufLimited,
+      appLimited: nonNeg(span - Math.min(busy, span)),
+      retransmits: nonNeg(end.totalRetrans - c.start.totalRetrans),
+      ...(end.deliveryRate !== undefined && { deliveryRate: end.deliveryRate }),
+      ...(end.cwnd !== undefined && { cwnd: end.cwnd }),
+      ...(end.srtt !== undefined && { srtt: end.srtt }),
+      limit: classify(delta, this.opts),
+      shares: shares(delta),
+      stalled,
+      exact,
+    };
+    if (stalled) {
+      this.counters.stalls++;
+      this.events.stall(rec);
+    } else {
+      this.counters.chunks++;
+      if (!exact) this.counters.inexact++;
+      this.events.chunk(rec);
+    }
+  }
+
+  // Keys are u32 offsets; the record's last byte is the one below `written`
+  // that is congruent to the key (records never run ahead of the writes).
+  private unwrap(key: number): number {
+    const top = this.written - 1;
+    return top - ((((top - key) % TWO32) + TWO32) % TWO32);
+  }
+}
+
+const nonNeg = (x: number): number => (x > 0 ? x : 0);
+
+function fromOptStats(s: NonNullable<TxRecord['stats']>): ChronoSnapshot {
+  return {
+    busy: s.busy ?? 0,
+    rwndLimited: s.rwndLimited ?? 0,
+    sndbufLimited: s.sndbufLimited ?? 0,
+    totalRetrans: s.totalRetrans ?? 0,
+    ...(s.deliveryRate !== undefined && { deliveryRate: s.deliveryRate }),
+    ...(s.sndCwnd !== undefined && { cwnd: s.sndCwnd }),
+    ...(s.srtt !== undefined && { srtt: s.srtt }),
+    ...(s.minRtt !== undefined && { minRtt: s.minRtt }),
+  };
+}

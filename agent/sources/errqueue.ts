@@ -1,0 +1,83 @@
+// One error-queue reader per process: every instrumented socket's fd sits in
+// one native Drainer (a private epoll set watched by the host loop), and each
+// batch of raw records is parsed here and dispatched to the socket's owner.
+import { native, type NativeDrainer } from '../native.js';
+import { parseErrqueueBatch, type TxRecord } from '../parse/errqueue.js';
+
+export type RecordHandler = (records: TxRecord[]) => void;
+
+export interface ErrqueueCounters {
+  batches: number;
+  records: number;
+  malformed: number;
+  orphaned: number; // records for an fd nobody owns any more
+  handlerErrors: number;
+}
+
+class ErrqueueReader {
+  private drainer: NativeDrainer | undefined;
+  private readonly handlers = new Map<number, RecordHandler>();
+  readonly counters: ErrqueueCounters = { batches: 0, records: 0, malformed: 0, orphaned: 0, handlerErrors: 0 };
+
+  /** Starts draining fd; records already queued are delivered synchronously. */
+  add(fd: number, handler: RecordHandler): void {
+    this.handlers.set(fd, handler);
+    const queued = this.ensureDrainer().add(fd);
+    if (queued !== null) this.dispatch(queued);
+  }
+
+  /** Stops draining fd and delivers what was still queued. Call after timestamping is off. */
+  remove(fd: number): void {
+    if (!this.handlers.has(fd)) return;
+    const rest = this.drainer?.remove(fd) ?? null;
+    if (rest !== null) this.dispatch(rest);
+    this.forget(fd);
+  }
+
+  /** The socket is closed: its queue died with it, and the fd number may be reused. */
+  forget(fd: number): void {
+    this.handlers.delete(fd);
+    if (this.handlers.size === 0 && this.drainer !== undefined) {
+      this.drainer.close();
+      this.drainer = undefined;
+    }
+  }
+
+  get watched(): number {
+    return this.handlers.size;
+  }
+
+  private ensureDrainer(): NativeDrainer {
+    this.drainer ??= new (native().Drainer)((frames) => this.dispatch(frames));
+    return this.drainer;
+  }
+
+  // Called from the native poll callback: must never throw into the host loop.
+  private dispatch(frames: Buffer): void {
+    this.counters.batches++;
+    const batch = parseErrqueueBatch(frames);
+    this.counters.malformed += batch.malformed;
+    this.counters.records += batch.records.length;
+    const byFd = new Map<number, TxRecord[]>();
+    for (const r of batch.records) {
+      let list = byFd.get(r.fd);
+      if (list === undefined) byFd.set(r.fd, (list = []));
+      list.push(r);
+    }
+    for (const [fd, records] of byFd) {
+      const handler = this.handlers.get(fd);
+      if (handler === undefined) {
+        this.counters.orphaned += records.length;
+        continue;
+      }
+      try {
+        handler(records);
+      } catch {
+        this.counters.handlerErrors++;
+      }
+    }
+  }
+}
+
+/** The process-wide reader shared by every probe. */
+export const errqueue = new ErrqueueReader();
