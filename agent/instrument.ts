@@ -1,18 +1,20 @@
 // instrument(socket): per-chunk delivery telemetry for a connected net.Socket
 // in this process, from the socket's own error queue.
 //
-// Bytes are counted where Node hands them to the kernel: the socket handle's
-// write methods. Node keeps at most one write request in flight per socket and
-// libuv starts it at once, so flags switched just before a hand-over apply to
-// exactly the sendmsg calls of that request. That is how records (and their
-// costly OPT_STATS) are requested only for the writes a sampled chunk needs.
+// Two hooks on the socket. socket.write()/end() define the chunks (the bytes
+// the application wrote, and when). The handle's write methods are where Node
+// hands bytes to the kernel: Node keeps at most one write request in flight
+// per socket and libuv starts it at once, so flags switched just before a
+// hand-over apply to exactly that request's sendmsg calls. That is how records
+// (and their costly OPT_STATS) are requested only for the writes that end a
+// sampled chunk.
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { nowSeconds } from './clock.js';
 import { ChunkTracker, type ChronoSnapshot, type ChunkRecord } from './model/chunks.js';
 import { native } from './native.js';
 import { parseTcpInfo, type TcpInfo } from './parse/tcp_info.js';
-import { errqueue } from './sources/errqueue.js';
+import { errqueue, type Registration } from './sources/errqueue.js';
 import { enableTimestamping, idleFlags, recordFlags, setFlags } from './sources/timestamping.js';
 
 export type { ChunkRecord } from './model/chunks.js';
@@ -51,6 +53,8 @@ export interface ProbeStats {
   /** Chunks matched to a record keyed past their last byte (writes coalesced or a record missing). */
   inexact: number;
   pending: number;
+  /** Hand-overs to the kernel with bytes that did not pass through socket.write()/end(). */
+  unaccountedWrites: number;
   /** The full tcp_info at the time of the call (undefined once the socket is closed). */
   tcpInfo?: TcpInfo;
 }
@@ -104,6 +108,22 @@ function bytesOf(method: string, args: unknown[]): number {
   return Buffer.byteLength(args[0] as string, ENCODING_OF[method]);
 }
 
+/** Bytes of a socket.write()/end() argument (a callback or nothing counts 0). */
+function appBytes(data: unknown, encoding: unknown): number {
+  if (typeof data === 'string') return Buffer.byteLength(data, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+  if (data instanceof Uint8Array) return data.byteLength;
+  return 0;
+}
+
+/** Puts back what hook() replaced: own properties restored, shadowing ones deleted. */
+function restore(target: Record<string, unknown>, saved: Map<string, unknown>): void {
+  for (const [m, own] of saved) {
+    if (own === undefined) delete target[m];
+    else target[m] = own;
+  }
+  saved.clear();
+}
+
 function toSnapshot(t: TcpInfo): ChronoSnapshot {
   return {
     busy: t.busyTime ?? 0,
@@ -123,15 +143,21 @@ class SocketProbe extends EventEmitter implements Probe {
   private readonly idle: number;
   private readonly full: number;
   private flagsOn = false;
-  private finishingUnit = false;
+  private handedOver = 0;
+  private desync = 0;
   private closed = false;
   private sampleCounter = 0;
   private readonly sample: number;
   private readonly finalWritesOnly: boolean;
-  private readonly saved = new Map<string, unknown>();
+  private readonly saved = new Map<string, unknown>(); // handle methods we replaced
+  private readonly savedSocket = new Map<string, unknown>();
   private timer: NodeJS.Timeout | undefined;
   private last: TcpInfo | undefined;
-  private readonly onSocketClose = (): void => this.detach(false);
+  private reg: Registration;
+  private readonly onSocketClose = (): void => {
+    errqueue.forget(this.reg);
+    this.finish();
+  };
 
   constructor(
     private readonly socket: Socket,
@@ -167,7 +193,7 @@ class SocketProbe extends EventEmitter implements Probe {
       },
       { chunk: (c) => this.deliver('chunk', c), stall: (c) => this.deliver('stall', c) },
     );
-    errqueue.add(fd, (records) => this.tracker.onRecords(records, this.snapshotNow));
+    this.reg = errqueue.add(fd, (records) => this.tracker.onRecords(records, this.snapshotNow));
     this.hook(handle);
     socket.once('close', this.onSocketClose);
     const period = Math.min(1000, Math.max(20, stallAfterMs / 4));
@@ -175,17 +201,14 @@ class SocketProbe extends EventEmitter implements Probe {
   }
 
   unit(label?: string): void {
-    if (this.closed) return;
-    this.finishingUnit = false;
-    this.tracker.startUnit(label, this.pickSample());
+    if (!this.closed) this.tracker.startUnit(label, this.pickSample());
   }
 
   finishing(): void {
-    this.finishingUnit = true;
+    this.tracker.finishing();
   }
 
   endUnit(): void {
-    this.finishingUnit = false;
     this.tracker.endUnit();
   }
 
@@ -205,6 +228,7 @@ class SocketProbe extends EventEmitter implements Probe {
       stalls: c.stalls,
       inexact: c.inexact,
       pending: this.tracker.pendingCount,
+      unaccountedWrites: this.desync,
       ...(!this.closed && t !== undefined && { tcpInfo: t }),
     };
   }
@@ -218,8 +242,16 @@ class SocketProbe extends EventEmitter implements Probe {
     } catch {
       /* socket already gone: its queue went with it */
     }
-    errqueue.remove(this.fd);
-    this.detach(true);
+    errqueue.remove(this.reg);
+    this.closed = true;
+    this.stopTimer();
+    restore(this.socket as unknown as Record<string, unknown>, this.savedSocket);
+    restore(handleOf(this.socket) ?? {}, this.saved);
+    // Writes flagged before close() may still be acked later: keep draining
+    // their records, silently, so the host loop never spins on them. The
+    // handle.close hook and the 'close' listener release this at the end.
+    this.reg = errqueue.add(this.fd, () => undefined);
+    this.emit('close');
   }
 
   private readonly snapshotNow = (): ChronoSnapshot => {
@@ -242,87 +274,90 @@ class SocketProbe extends EventEmitter implements Probe {
   }
 
   private deliver(event: 'chunk' | 'stall', c: ChunkRecord): void {
-    if (this.closed && event === 'stall') return;
-    this.emit(event, c);
+    if (!this.closed) this.emit(event, c);
   }
 
-  // Before each hand-over: decide whether its sendmsg calls carry records.
-  private beforeWrite(bytes: number): void {
-    const unit = this.tracker.openUnit;
-    const sampleWrite = unit === undefined ? this.pickSample() : false;
-    const want = unit === undefined ? sampleWrite : unit.sampled && (this.finishingUnit || !this.finalWritesOnly);
-    if (want !== this.flagsOn) {
-      try {
-        setFlags(this.fd, want ? this.full : this.idle);
-        this.flagsOn = want;
-      } catch {
-        /* the socket is closing; the write will fail the same way */
-      }
+  // socket.write()/end(): the application's bytes, which define the chunks.
+  private onAppWrite(bytes: number): void {
+    if (bytes <= 0) return;
+    const sampleWrite = this.tracker.openUnit === undefined && this.pickSample();
+    this.tracker.write(bytes, nowSeconds(), sampleWrite, this.snapshotNow);
+  }
+
+  // Before each hand-over to the kernel: do its sendmsg calls carry records?
+  private beforeHandover(bytes: number): void {
+    const from = this.handedOver;
+    this.handedOver += bytes;
+    if (this.handedOver > this.tracker.written) {
+      // Bytes that bypassed socket.write (another writer on the handle): keep the offsets aligned.
+      this.desync++;
+      this.tracker.skip(this.handedOver - this.tracker.written);
     }
-    const now = nowSeconds();
-    this.tracker.write(bytes, now, sampleWrite, this.snapshotNow);
+    const want = this.tracker.wantsRecords(from, this.handedOver, this.finalWritesOnly);
+    if (want === this.flagsOn) return;
+    try {
+      setFlags(this.fd, want ? this.full : this.idle);
+      this.flagsOn = want;
+    } catch {
+      /* the socket is closing; the write will fail the same way */
+    }
   }
 
   private hook(handle: StreamHandle): void {
+    const probe = this;
+    const sock = this.socket as unknown as Record<string, unknown>;
+    for (const m of ['write', 'end'] as const) {
+      const orig = sock[m] as (...a: unknown[]) => unknown;
+      this.savedSocket.set(m, Object.prototype.hasOwnProperty.call(sock, m) ? orig : undefined);
+      sock[m] = function (this: Socket, ...args: unknown[]): unknown {
+        try {
+          probe.onAppWrite(appBytes(args[0], args[1]));
+        } catch {
+          /* never let instrumentation break a write */
+        }
+        return orig.apply(this, args);
+      };
+    }
     for (const m of WRITE_METHODS) {
       const orig = handle[m];
       if (typeof orig !== 'function') continue;
       this.saved.set(m, Object.prototype.hasOwnProperty.call(handle, m) ? orig : undefined);
-      const probe = this;
       handle[m] = function (this: StreamHandle, req: unknown, ...args: unknown[]): number {
-        let bytes = 0;
         try {
-          bytes = bytesOf(m, args);
-          probe.beforeWrite(bytes);
+          probe.beforeHandover(bytesOf(m, args));
         } catch {
           /* never let instrumentation break a write */
         }
         return (orig as HandleWrite).call(this, req, ...args);
       };
     }
-    // Drain what the kernel queued before Node closes the fd: the final ACKs are in there.
+    // Before Node closes the fd: drain it (the final ACKs are in there) and
+    // leave the reader, so a new socket reusing the fd number is not confused
+    // with this one. Stays in place after close() for the late-record sink.
     const origClose = handle.close;
     if (typeof origClose === 'function') {
-      this.saved.set('close', Object.prototype.hasOwnProperty.call(handle, 'close') ? origClose : undefined);
       handle.close = (...args: unknown[]): unknown => {
         try {
-          if (!this.closed) errqueue.remove(this.fd);
+          errqueue.remove(this.reg);
         } catch {
-          /* ignore */
+          /* never let instrumentation break a close */
         }
         return origClose.apply(handle, args);
       };
     }
   }
 
-  private unhook(): void {
-    const handle = handleOf(this.socket);
-    if (handle === undefined) return;
-    for (const [m, own] of this.saved) {
-      if (own === undefined) delete handle[m];
-      else handle[m] = own;
-    }
-    this.saved.clear();
-  }
-
-  // `byUser`: close() was called (no events after); else the socket closed.
-  private detach(byUser: boolean): void {
+  private stopTimer(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+  }
+
+  // The socket closed: what was never acked is reported as stalled.
+  private finish(): void {
+    this.stopTimer();
     if (this.closed) return;
-    this.socket.off('close', this.onSocketClose);
-    this.unhook();
-    if (!byUser) {
-      errqueue.forget(this.fd);
-      this.tracker.flush(nowSeconds(), this.last === undefined ? undefined : toSnapshot(this.last));
-      this.closed = true;
-    } else {
-      this.closed = true;
-      // Records of writes flagged before close() may still arrive (late ACKs):
-      // keep draining them, silently, so the host loop never spins on them.
-      errqueue.add(this.fd, () => undefined);
-      this.socket.once('close', () => errqueue.forget(this.fd));
-    }
+    this.tracker.flush(nowSeconds(), this.last === undefined ? undefined : toSnapshot(this.last));
+    this.closed = true;
     this.emit('close');
   }
 }

@@ -68,6 +68,8 @@ interface Pending {
   lastWriteTime: number;
   start: ChronoSnapshot;
   closed: boolean;
+  /** The unit announced that its remaining writes are being made (finishing()). */
+  finishing: boolean;
   sched?: number;
   snd?: number;
   ack?: { time: number; key: number; stats: ChronoSnapshot | undefined };
@@ -91,6 +93,7 @@ interface Unit {
   id: number;
   label: string | undefined;
   sampled: boolean;
+  finishing: boolean;
   chunk: Pending | undefined; // created by the unit's first write
 }
 
@@ -110,7 +113,7 @@ export class ChunkTracker {
   /** Starts a unit: the writes from here to the next startUnit()/endUnit() form one chunk. */
   startUnit(label: string | undefined, sampled: boolean): void {
     this.endUnit();
-    this.unit = { id: this.nextId++, label, sampled, chunk: undefined };
+    this.unit = { id: this.nextId++, label, sampled, finishing: false, chunk: undefined };
   }
 
   /** Closes the current unit; later writes are chunks of their own until the next unit. */
@@ -125,6 +128,34 @@ export class ChunkTracker {
   /** Whether a unit is open, and whether it is sampled. */
   get openUnit(): { sampled: boolean } | undefined {
     return this.unit;
+  }
+
+  /** The open unit's remaining data is being written now. */
+  finishing(): void {
+    if (this.unit !== undefined) this.unit.finishing = true;
+    if (this.unit?.chunk !== undefined) this.unit.chunk.finishing = true;
+  }
+
+  /**
+   * Whether bytes [from, to) about to be handed to the kernel need timestamp
+   * records: they hold the last byte of a tracked chunk, or belong to a tracked
+   * unit whose end is not known yet (all of its writes, or with `finalOnly`
+   * only those after finishing()).
+   */
+  wantsRecords(from: number, to: number, finalOnly: boolean): boolean {
+    for (let i = this.pending.length - 1; i >= 0; i--) {
+      const c = this.pending[i]!;
+      const end = c.offset + c.bytes;
+      if (end <= from) break;
+      if (c.offset >= to) continue;
+      if (c.closed ? end - 1 < to : !finalOnly || c.finishing) return true;
+    }
+    return false;
+  }
+
+  /** Bytes reached the kernel that no write accounted for: skip them (they belong to no chunk). */
+  skip(bytes: number): void {
+    this.written += bytes;
   }
 
   /**
@@ -145,6 +176,7 @@ export class ChunkTracker {
     } else {
       if (!this.unit.sampled) return;
       c = this.unit.chunk ??= this.newPending(this.unit.id, this.unit.label, offset, now, snapshot());
+      c.finishing = this.unit.finishing;
     }
     c.bytes += bytes;
     c.lastWriteTime = now;
@@ -216,7 +248,7 @@ export class ChunkTracker {
       if (old === this.unit?.chunk) this.unit.chunk = undefined;
       this.report(old, now, old.start, true);
     }
-    const c: Pending = { id, label, offset, bytes: 0, writeTime: now, lastWriteTime: now, start, closed: false };
+    const c: Pending = { id, label, offset, bytes: 0, writeTime: now, lastWriteTime: now, start, closed: false, finishing: false };
     this.pending.push(c);
     return c;
   }

@@ -6,6 +6,15 @@ import { parseErrqueueBatch, type TxRecord } from '../parse/errqueue.js';
 
 export type RecordHandler = (records: TxRecord[]) => void;
 
+/**
+ * One socket's place in the reader. Kept by identity: an fd number is reused
+ * as soon as a socket closes, possibly before the old socket's 'close' event.
+ */
+export interface Registration {
+  readonly fd: number;
+  handler: RecordHandler;
+}
+
 export interface ErrqueueCounters {
   batches: number;
   records: number;
@@ -16,27 +25,35 @@ export interface ErrqueueCounters {
 
 class ErrqueueReader {
   private drainer: NativeDrainer | undefined;
-  private readonly handlers = new Map<number, RecordHandler>();
+  private readonly handlers = new Map<number, Registration>();
   readonly counters: ErrqueueCounters = { batches: 0, records: 0, malformed: 0, orphaned: 0, handlerErrors: 0 };
 
   /** Starts draining fd; records already queued are delivered synchronously. */
-  add(fd: number, handler: RecordHandler): void {
-    this.handlers.set(fd, handler);
-    const queued = this.ensureDrainer().add(fd);
-    if (queued !== null) this.dispatch(queued);
+  add(fd: number, handler: RecordHandler): Registration {
+    const reg: Registration = { fd, handler };
+    this.handlers.set(fd, reg);
+    try {
+      const queued = this.ensureDrainer().add(fd);
+      if (queued !== null) this.dispatch(queued);
+    } catch (e) {
+      this.forget(reg);
+      throw e;
+    }
+    return reg;
   }
 
-  /** Stops draining fd and delivers what was still queued. Call after timestamping is off. */
-  remove(fd: number): void {
-    if (!this.handlers.has(fd)) return;
-    const rest = this.drainer?.remove(fd) ?? null;
+  /** Stops draining and delivers what was still queued. Call after timestamping is off, before the fd closes. */
+  remove(reg: Registration): void {
+    if (this.handlers.get(reg.fd) !== reg) return;
+    const rest = this.drainer?.remove(reg.fd) ?? null;
     if (rest !== null) this.dispatch(rest);
-    this.forget(fd);
+    this.forget(reg);
   }
 
-  /** The socket is closed: its queue died with it, and the fd number may be reused. */
-  forget(fd: number): void {
-    this.handlers.delete(fd);
+  /** The socket is closed: its queue died with it (and epoll dropped it). */
+  forget(reg: Registration): void {
+    if (this.handlers.get(reg.fd) !== reg) return;
+    this.handlers.delete(reg.fd);
     if (this.handlers.size === 0 && this.drainer !== undefined) {
       this.drainer.close();
       this.drainer = undefined;
@@ -65,13 +82,13 @@ class ErrqueueReader {
       list.push(r);
     }
     for (const [fd, records] of byFd) {
-      const handler = this.handlers.get(fd);
-      if (handler === undefined) {
+      const reg = this.handlers.get(fd);
+      if (reg === undefined) {
         this.counters.orphaned += records.length;
         continue;
       }
       try {
-        handler(records);
+        reg.handler(records);
       } catch {
         this.counters.handlerErrors++;
       }
