@@ -72,6 +72,6 @@ export function txControl(r: { info: number; key: number; sec?: bigint; nsec?: b
   return Buffer.concat([
     cmsg(1, 37, timestamping(r.sec ?? 1_795_000_000n, r.nsec ?? 123_456_789n)),
     ...(r.stats === undefined ? [] : [cmsg(1, 54, r.stats)]),
-    cmsg(0, 11, extendedErr(r)),
+    cmsg(0, 11, extendedErr({ ...r, data: r.key })),
   ]);
 }
