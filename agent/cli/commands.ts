@@ -1,0 +1,7 @@
+// The subcommand table. The first entry is the default command.
+import type { Command } from './command.js';
+import { watchCommand } from './watch.js';
+
+export const commands: readonly Command[] = [watchCommand];
+
+export const defaultCommand: Command = watchCommand;

@@ -1,0 +1,172 @@
+// Declarative flags with environment-variable fallbacks and generated help.
+// A problem with a flag is a UsageError: the CLI prints its one line and
+// exits 2. Precedence: command line, then environment, then default.
+
+export class UsageError extends Error {
+  readonly code = 'ERR_TCPCHRONO_USAGE';
+}
+
+export interface FlagSpec<T> {
+  /** Long name without dashes: `max-connections`. */
+  name: string;
+  short?: string;
+  /** Placeholder in help; absent for boolean switches. */
+  arg?: string;
+  help: string;
+  /** Default as the user would type it (parsed like user input). */
+  default?: string;
+  /** Repeatable; values may also be comma-separated. Env: comma-separated. */
+  multiple?: boolean;
+  /** Turns the raw text into a value; throws Error whose message says what is expected. */
+  parse: (raw: string) => T;
+}
+
+export type FlagValues<S extends Record<string, FlagSpec<unknown>>> = {
+  [K in keyof S]: S[K] extends FlagSpec<infer T> ? (S[K]['multiple'] extends true ? T[] : T) : never;
+};
+
+/** TCP_CHRONOGRAPH_MAX_CONNECTIONS for max-connections. */
+export function envName(flag: string): string {
+  return `TCP_CHRONOGRAPH_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
+
+export interface Parsed<S extends Record<string, FlagSpec<unknown>>> {
+  values: FlagValues<S>;
+  help: boolean;
+}
+
+/** Parses argv (after the command name). Throws UsageError. */
+export function parseFlags<S extends Record<string, FlagSpec<unknown>>>(
+  command: string,
+  specs: S,
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Parsed<S> {
+  const byName = new Map<string, [string, FlagSpec<unknown>]>();
+  for (const [key, s] of Object.entries(specs)) {
+    byName.set(`--${s.name}`, [key, s]);
+    if (s.short !== undefined) byName.set(`-${s.short}`, [key, s]);
+  }
+  const seeHelp = `see \`tcp-chronograph ${command} --help\``;
+  const raw = new Map<string, string[]>();
+  let help = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--help' || a === '-h') {
+      help = true;
+      continue;
+    }
+    if (!a.startsWith('-') || a === '-') throw new UsageError(`unexpected argument "${a}" (${seeHelp})`);
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    const entry = byName.get(flag);
+    if (entry === undefined) throw new UsageError(`unknown flag ${flag} (${seeHelp})`);
+    const [key, spec] = entry;
+    let value: string;
+    if (spec.arg === undefined) {
+      value = eq > 0 ? a.slice(eq + 1) : 'true';
+    } else if (eq > 0) {
+      value = a.slice(eq + 1);
+    } else {
+      const next = argv[i + 1];
+      if (next === undefined || (next.startsWith('--') && next.length > 2)) {
+        throw new UsageError(`--${spec.name} needs a value, e.g. --${spec.name} ${spec.default ?? spec.arg} (${seeHelp})`);
+      }
+      value = next;
+      i++;
+    }
+    if (!spec.multiple && raw.has(key)) throw new UsageError(`--${spec.name} given twice; give it once`);
+    raw.set(key, [...(raw.get(key) ?? []), value]);
+  }
+  const values: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(specs)) {
+    let texts = raw.get(key);
+    let from = 'flag';
+    if (texts === undefined) {
+      const e = env[envName(spec.name)];
+      if (e !== undefined && e !== '') {
+        texts = [e];
+        from = envName(spec.name);
+      }
+    }
+    if (texts === undefined && spec.default !== undefined) {
+      texts = [spec.default];
+      from = 'default';
+    }
+    const parseOne = (t: string): unknown => {
+      try {
+        return spec.parse(t.trim());
+      } catch (err) {
+        const where = from === 'flag' ? `--${spec.name}` : from === 'default' ? `default of --${spec.name}` : `${from}`;
+        throw new UsageError(`${where} "${t}": ${err instanceof Error ? err.message : String(err)}`);
+      }
+    };
+    if (spec.multiple) {
+      const parts = (texts ?? []).flatMap((t) => t.split(',')).filter((t) => t.trim() !== '');
+      values[key] = parts.map(parseOne);
+    } else {
+      values[key] = texts === undefined ? undefined : parseOne(texts[0]!);
+    }
+  }
+  return { values: values as FlagValues<S>, help };
+}
+
+/** Help text: usage line, then one entry per flag with its env var and default. */
+export function formatHelp(command: string, summary: string, specs: Record<string, FlagSpec<unknown>>): string {
+  const lines = [`Usage: tcp-chronograph ${command} [flags]`, '', summary, '', 'Flags:'];
+  for (const s of Object.values(specs)) {
+    const name = `${s.short !== undefined ? `-${s.short}, ` : ''}--${s.name}${s.arg !== undefined ? ` ${s.arg}` : ''}`;
+    lines.push(`  ${name}`);
+    for (const l of s.help.split('\n')) lines.push(`      ${l}`);
+    const extra = [`env ${envName(s.name)}`];
+    if (s.default !== undefined) extra.push(`default ${s.default}`);
+    if (s.multiple) extra.push('repeatable or comma-separated');
+    lines.push(`      (${extra.join('; ')})`);
+  }
+  lines.push('  -h, --help', '      Show this help.');
+  return lines.join('\n') + '\n';
+}
+
+// Value parsers shared by commands.
+
+/** "1s", "500ms", "2m", or a plain number of seconds. Returns seconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text);
+  if (m === null) throw new Error('expected a duration like 1s, 500ms or 2m');
+  const n = Number(m[1]);
+  const s = m[2] === 'ms' ? n / 1000 : m[2] === 'm' ? n * 60 : n;
+  return s;
+}
+
+export function parseIntIn(min: number, max: number): (text: string) => number {
+  return (text) => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new Error(`expected a whole number from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+export function parseBool(text: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(text)) return true;
+  if (/^(0|false|no|off)$/i.test(text)) return false;
+  throw new Error('expected true or false');
+}
+
+export function parseChoice<T extends string>(choices: readonly T[]): (text: string) => T {
+  return (text) => {
+    if ((choices as readonly string[]).includes(text)) return text as T;
+    throw new Error(`expected one of ${choices.join(', ')}`);
+  };
+}
+
+/** "host:port", "[v6]:port", or ":port" (all interfaces). */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d+)$/.exec(text);
+  if (m === null) throw new Error('expected host:port, e.g. 127.0.0.1:9465 or [::1]:9465 or :9465');
+  const port = Number(m[3]);
+  if (port > 65535) throw new Error('port must be at most 65535');
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}

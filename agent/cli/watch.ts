@@ -1,0 +1,329 @@
+// `tcp-chronograph watch`: the sidecar. Polls sock_diag for every TCP
+// connection in this network namespace (touching none of them), keeps the
+// connection table, listens to the destroy feed where allowed, and serves
+// /metrics, /healthz and /api/connections.
+import { readlinkSync } from 'node:fs';
+import { release } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { isSystemError } from '../native.js';
+import { TCP_STATES, stateName, type PortRange } from '../parse/inet_diag.js';
+import { DiagSource, parseCidr } from '../sources/diag.js';
+import { DestroyFeed } from '../sources/destroy.js';
+import { ConnectionTable } from '../model/connections.js';
+import { OwnerResolver } from '../model/owners.js';
+import { WatchMetrics, type SelfSnapshot } from '../export/metrics.js';
+import { startHttp, type HttpServer } from '../export/http.js';
+import type { Command } from './command.js';
+import {
+  formatHelp,
+  parseChoice,
+  parseDuration,
+  parseFlags,
+  parseIntIn,
+  parseListen,
+  type FlagSpec,
+} from './flags.js';
+import { log, logOnce } from './log.js';
+import { version } from './version.js';
+
+const SUMMARY =
+  'Export busy, rwnd-limited and sndbuf-limited time of every TCP connection in this\n' +
+  'network namespace to Prometheus, per local port and per connection (capped).';
+
+function parsePortRange(text: string): PortRange {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(text);
+  const from = Number(m?.[1]);
+  const to = m?.[2] !== undefined ? Number(m[2]) : from;
+  if (m === null || from < 1 || to > 65535 || from > to) throw new Error('expected a port (1-65535) or a range like 8000-8100');
+  return { from, to };
+}
+
+function parseState(text: string): number {
+  const s = TCP_STATES[text.toLowerCase() as keyof typeof TCP_STATES];
+  const usable = Object.keys(TCP_STATES).filter((k) => !['listen', 'time-wait', 'close', 'syn-recv'].includes(k));
+  if (s === undefined || !usable.includes(text.toLowerCase())) throw new Error(`expected one of ${usable.join(', ')}`);
+  return s;
+}
+
+const FLAGS = {
+  interval: {
+    name: 'interval',
+    arg: 'DURATION',
+    default: '1s',
+    help: 'How often to dump the sockets (one sock_diag dump, ~1 µs per socket in the kernel).',
+    parse: (t: string) => {
+      const s = parseDuration(t);
+      if (s < 0.05 || s > 3600) throw new Error('must be from 50ms to 1h');
+      return s;
+    },
+  } satisfies FlagSpec<number>,
+  port: {
+    name: 'port',
+    arg: 'PORT[-PORT]',
+    multiple: true,
+    help: 'Watch only connections whose local port is one of these (filtered in the kernel).\nDefault: every port; outbound connections are then aggregated as port="ephemeral".',
+    parse: parsePortRange,
+  } satisfies FlagSpec<PortRange>,
+  remoteCidr: {
+    name: 'remote-cidr',
+    arg: 'CIDR',
+    multiple: true,
+    help: 'Watch only connections whose peer address is in one of these prefixes (10.0.0.0/8, 2001:db8::/32).',
+    parse: (t: string) => {
+      parseCidr(t);
+      return t;
+    },
+  } satisfies FlagSpec<string>,
+  state: {
+    name: 'state',
+    arg: 'STATE',
+    multiple: true,
+    default: 'established,fin-wait-1,fin-wait-2,close-wait,last-ack,closing',
+    help: 'TCP states to watch. Outside established, only connections that carried data are kept.',
+    parse: parseState,
+  } satisfies FlagSpec<number>,
+  listen: {
+    name: 'listen',
+    arg: 'HOST:PORT',
+    default: '127.0.0.1:9465',
+    help: 'Address of the HTTP server (/metrics, /healthz, /api/connections).',
+    parse: parseListen,
+  } satisfies FlagSpec<{ host: string; port: number }>,
+  maxConnections: {
+    name: 'max-connections',
+    arg: 'N',
+    default: '200',
+    help: 'At most N connections get per-connection series (most stalled, then most active);\nthe others are still in the per-port aggregates. 0 turns per-connection series off.',
+    parse: parseIntIn(0, 100_000),
+  } satisfies FlagSpec<number>,
+  destroyFeed: {
+    name: 'destroy-feed',
+    arg: 'auto|on|off',
+    default: 'auto',
+    help: "Subscribe to the kernel's TCP destroy notifications so connections shorter than a poll\nare counted (needs CAP_NET_ADMIN). auto: use it if allowed; on: fail without it.",
+    parse: parseChoice(['auto', 'on', 'off'] as const),
+  } satisfies FlagSpec<'auto' | 'on' | 'off'>,
+  owners: {
+    name: 'owners',
+    arg: 'on|off',
+    default: 'on',
+    help: 'Look up the pid and command of each exported connection in /proc (best effort, cached).',
+    parse: parseChoice(['on', 'off'] as const),
+  } satisfies FlagSpec<'on' | 'off'>,
+};
+
+function netnsId(): string {
+  try {
+    return readlinkSync('/proc/self/ns/net');
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** A sentence for a native error, by code (never by message). */
+function dumpFailure(e: unknown): string {
+  if (isSystemError(e)) {
+    const hints: Record<string, string> = {
+      EPROTONOSUPPORT: 'the kernel has no sock_diag support for TCP (load the tcp_diag module: modprobe tcp_diag)',
+      ENOENT: 'the kernel has no inet_diag handler for TCP (load the tcp_diag module: modprobe tcp_diag)',
+      EPERM: 'the kernel refused the sock_diag dump (a seccomp or LSM policy may block netlink sockets)',
+      EACCES: 'the kernel refused the sock_diag dump (a seccomp or LSM policy may block netlink sockets)',
+      EINVAL: 'the kernel rejected the dump request (the port filter may be unsupported on this kernel)',
+    };
+    return `cannot dump TCP sockets: ${hints[e.code] ?? e.message} (${e.syscall}: ${e.code})`;
+  }
+  return `cannot dump TCP sockets: ${e instanceof Error ? e.message : String(e)}`;
+}
+
+async function runWatch(argv: readonly string[]): Promise<number> {
+  const { values: o, help } = parseFlags('watch', FLAGS, argv);
+  if (help) {
+    process.stdout.write(formatHelp('watch', SUMMARY, FLAGS));
+    return 0;
+  }
+  const intervalMs = o.interval * 1000;
+  const source = new DiagSource({ ports: o.port, remoteCidrs: o.remoteCidr, states: o.state });
+  const table = new ConnectionTable({ closeGraceMs: 0, portsChosen: o.port.length > 0 });
+  const owners = o.owners === 'on' ? new OwnerResolver() : undefined;
+  const degraded: string[] = [];
+
+  const stats = {
+    polls: 0,
+    pollErrors: 0,
+    dumpParseErrors: 0,
+    dumpInterrupted: 0,
+    socketsSeen: 0,
+    lastOk: 0,
+    lastError: undefined as string | undefined,
+  };
+
+  // Destroy feed first, so a connection closing during the first poll is not missed.
+  let feed: DestroyFeed | undefined;
+  let feedState = 'off';
+  if (o.destroyFeed !== 'off') {
+    const started = DestroyFeed.start(
+      (sockets) => table.applyDestroyed(sockets, Date.now()),
+      (h) => source.filter.matchesDestroyed(h),
+    );
+    if (started.ok) {
+      feed = started.feed;
+      feedState = 'on';
+      // A vanished connection waits this long for its final figures.
+      table.setCloseGrace(Math.max(2 * intervalMs, 2000));
+    } else if (o.destroyFeed === 'on') {
+      throw new Error(`--destroy-feed on: ${started.reason}`);
+    } else {
+      feedState = 'unavailable';
+      degraded.push(`destroy feed unavailable (${started.code}): ${started.reason}`);
+    }
+  }
+
+  const metrics = new WatchMetrics(
+    table,
+    owners,
+    (): SelfSnapshot => ({
+      polls: stats.polls,
+      pollErrors: stats.pollErrors,
+      parseErrors: { dump: stats.dumpParseErrors, destroy: feed?.counters.parseErrors ?? 0 },
+      dumpInterrupted: stats.dumpInterrupted,
+      socketsSeen: stats.socketsSeen,
+      destroyFeedUp: feed !== undefined,
+      destroyedSockets: feed?.counters.sockets ?? 0,
+      destroyFeedLost: feed?.nativeStats().overruns ?? 0,
+      ownerScans: owners?.stats.scans ?? 0,
+    }),
+    { maxConnections: o.maxConnections, info: { version: version(), kernel: release(), destroyFeed: feedState } },
+  );
+
+  const pollOnce = (): void => {
+    const t0 = performance.now();
+    const r = source.poll();
+    table.applyPoll(r.sockets, Date.now(), r.listeningPorts, !r.interrupted);
+    metrics.pollDuration.observe((performance.now() - t0) / 1000);
+    stats.polls++;
+    stats.socketsSeen = r.seen;
+    stats.dumpParseErrors += r.parseErrors;
+    stats.dumpInterrupted += r.interruptedRetries + (r.interrupted ? 1 : 0);
+    stats.lastOk = Date.now();
+    stats.lastError = undefined;
+    if (r.firstParseError !== undefined) {
+      if (r.firstParseError.startsWith('tcp_info') && r.firstParseError.includes('need at least')) {
+        logOnce('old-kernel', 'error', 'this kernel is too old for the sender chronographs: they need Linux 4.10 or newer', {
+          kernel: release(),
+          detail: r.firstParseError,
+        });
+      } else {
+        logOnce('parse', 'warn', 'some sock_diag messages could not be decoded; they are counted in tcp_chrono_agent_parse_errors_total', {
+          first: r.firstParseError,
+        });
+      }
+    }
+    const sample = r.sockets[0]?.info;
+    if (sample !== undefined) {
+      if (sample.sndWnd === undefined) {
+        logOnce('snd-wnd', 'warn', 'tcp_chrono_connection_peer_rwnd_bytes needs Linux 5.4 or newer (tcpi_snd_wnd); not exported', { kernel: release() });
+      }
+      if (sample.bytesRetrans === undefined) {
+        logOnce('retrans', 'warn', 'retransmitted bytes need Linux 4.19 or newer (tcpi_bytes_retrans); reported as 0', { kernel: release() });
+      }
+    }
+    if (owners !== undefined) owners.want(Array.from(table.open.values(), (c) => c.inode));
+  };
+
+  // The first poll runs before anything is announced: if it cannot work, say why and stop.
+  try {
+    pollOnce();
+  } catch (e) {
+    feed?.close();
+    throw new Error(dumpFailure(e));
+  }
+
+  let server: HttpServer;
+  try {
+    server = await startHttp(
+      {
+        metrics,
+        table,
+        owners,
+        health: () => {
+          const age = (Date.now() - stats.lastOk) / 1000;
+          const ok = age <= 3 * o.interval + 1;
+          return { ok, lastPollAgeSeconds: age, lastError: stats.lastError ?? null, destroyFeed: feedState, connections: table.open.size };
+        },
+      },
+      o.listen.host,
+      o.listen.port,
+    );
+  } catch (e) {
+    feed?.close();
+    const code = isSystemError(e) || (e instanceof Error && 'code' in e) ? String((e as { code: unknown }).code) : '';
+    const why = code === 'EADDRINUSE' ? 'the address is in use' : code === 'EACCES' ? 'permission denied' : code === 'EADDRNOTAVAIL' ? 'no such local address' : (e as Error).message;
+    throw new Error(`cannot listen on ${o.listen.host}:${o.listen.port}: ${why}; choose another with --listen`);
+  }
+
+  log('info', 'watching', {
+    version: version(),
+    kernel: release(),
+    netns: netnsId(),
+    interval: o.interval,
+    ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : 'all',
+    remoteCidrs: o.remoteCidr.length > 0 ? o.remoteCidr : 'all',
+    states: o.state.map(stateName),
+    listen: `http://${server.address.host.includes(':') ? `[${server.address.host}]` : server.address.host}:${server.address.port}`,
+    maxConnections: o.maxConnections,
+    destroyFeed: feedState,
+    owners: o.owners,
+    connections: table.open.size,
+    degraded,
+  });
+  for (const d of degraded) logOnce(d, 'warn', d);
+
+  let timer: NodeJS.Timeout | undefined;
+  let stopping = false;
+  const schedule = (): void => {
+    const next = intervalMs - ((performance.now() - loopStart) % intervalMs);
+    timer = setTimeout(tick, next);
+  };
+  const loopStart = performance.now();
+  const tick = (): void => {
+    if (stopping) return;
+    try {
+      pollOnce();
+    } catch (e) {
+      stats.pollErrors++;
+      stats.lastError = dumpFailure(e);
+      logOnce(`poll:${stats.lastError}`, 'warn', 'poll failed; retrying every interval', { error: stats.lastError });
+    }
+    schedule();
+  };
+  schedule();
+
+  return new Promise<number>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        process.exit(1); // second signal: the user insists
+      }
+      stopping = true;
+      if (timer !== undefined) clearTimeout(timer);
+      feed?.close();
+      const deadline = setTimeout(() => {
+        log('warn', 'shutdown deadline passed; exiting', { signal });
+        resolve(0);
+      }, 5000);
+      deadline.unref();
+      void server.close().then(() => {
+        clearTimeout(deadline);
+        log('info', 'stopped', { signal, polls: stats.polls });
+        resolve(0);
+      });
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+export const watchCommand: Command = {
+  name: 'watch',
+  summary: 'Export chronographs of every TCP connection in this network namespace to Prometheus',
+  run: runWatch,
+};

@@ -1,0 +1,84 @@
+// The TCP destroy feed: the kernel multicasts each TCP socket's final
+// inet_diag message (with tcp_info) when the socket is freed, so a
+// connection that lives less than one poll interval still has its figures
+// counted. Needs CAP_NET_ADMIN in the network namespace; without it the
+// agent falls back to the last poll (and says so once).
+import { isSystemError } from '../native.js';
+import { TCP_LISTEN, parseDiagBatch, type InetDiagHeader, type InetDiagSocket } from '../parse/inet_diag.js';
+import { diagBinding, type DiagBinding, type NativeDestroyFeed } from './diag.js';
+
+export interface DestroyCounters {
+  batches: number;
+  sockets: number;
+  parseErrors: number;
+  handlerErrors: number;
+}
+
+export type DestroyHandler = (sockets: InetDiagSocket[]) => void;
+
+export type DestroyFeedStart =
+  | { ok: true; feed: DestroyFeed }
+  | { ok: false; code: string; reason: string };
+
+export class DestroyFeed {
+  readonly counters: DestroyCounters = { batches: 0, sockets: 0, parseErrors: 0, handlerErrors: 0 };
+  firstParseError: string | undefined;
+  private native: NativeDestroyFeed | undefined;
+
+  private constructor(
+    private readonly handler: DestroyHandler,
+    private readonly keep: (h: InetDiagHeader) => boolean,
+  ) {}
+
+  /**
+   * Subscribes; never throws. `keep` filters on identity (listeners are
+   * always dropped) before tcp_info is decoded.
+   */
+  static start(
+    handler: DestroyHandler,
+    keep: (h: InetDiagHeader) => boolean = () => true,
+    binding: DiagBinding = diagBinding(),
+  ): DestroyFeedStart {
+    const feed = new DestroyFeed(handler, keep);
+    try {
+      feed.native = new binding.DestroyFeed((buf) => feed.onBatch(buf));
+      return { ok: true, feed };
+    } catch (e) {
+      if (isSystemError(e) && e.code === 'EPERM') {
+        return {
+          ok: false,
+          code: 'EPERM',
+          reason:
+            'no CAP_NET_ADMIN: connections closed between two polls keep only the figures of the last poll ' +
+            '(run as root or grant CAP_NET_ADMIN to count them exactly)',
+        };
+      }
+      const code = isSystemError(e) ? e.code : 'ERROR';
+      return { ok: false, code, reason: `destroy feed unavailable: ${e instanceof Error ? e.message : String(e)}` };
+    }
+  }
+
+  /** Kernel-side counts: overruns are datagrams lost to a full receive queue. */
+  nativeStats(): ReturnType<NativeDestroyFeed['stats']> {
+    return this.native?.stats() ?? { wakeups: 0, datagrams: 0, bytes: 0, overruns: 0, errors: 0 };
+  }
+
+  close(): void {
+    this.native?.close();
+    this.native = undefined;
+  }
+
+  // Runs from the native poll callback: must never throw.
+  private onBatch(buf: Buffer): void {
+    this.counters.batches++;
+    try {
+      const batch = parseDiagBatch(buf, (h) => h.state !== TCP_LISTEN && this.keep(h));
+      this.counters.parseErrors += batch.parseErrors;
+      this.firstParseError ??= batch.firstError;
+      this.counters.sockets += batch.sockets.length;
+      if (batch.sockets.length > 0) this.handler(batch.sockets);
+    } catch {
+      this.counters.handlerErrors++;
+    }
+  }
+}
