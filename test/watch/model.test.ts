@@ -1,0 +1,169 @@
+// Connection table accounting and metric exposition, on synthetic sockets.
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import type { InetDiagSocket } from '../../agent/parse/inet_diag.js';
+import type { TcpInfo } from '../../agent/parse/tcp_info.js';
+import { ConnectionTable } from '../../agent/model/connections.js';
+import { WatchMetrics, type SelfSnapshot } from '../../agent/export/metrics.js';
+
+let nextKey = 1;
+function sock(over: Partial<InetDiagSocket> & { key?: number }, info: Partial<TcpInfo>): InetDiagSocket {
+  const key = over.key ?? nextKey++;
+  return {
+    family: 4,
+    state: 1,
+    timer: 0,
+    retrans: 0,
+    localAddress: '10.0.0.1',
+    localPort: 8080,
+    remoteAddress: '10.0.0.2',
+    remotePort: 40000 + key,
+    ifindex: 0,
+    cookie: BigInt(key),
+    key,
+    rqueue: 0,
+    wqueue: 0,
+    uid: 0,
+    inode: 0,
+    ...over,
+    info: {
+      busyTime: 0,
+      rwndLimited: 0,
+      sndbufLimited: 0,
+      bytesAcked: 0,
+      bytesReceived: 0,
+      bytesRetrans: 0,
+      rtt: 0.001,
+      sndCwnd: 10,
+      deliveryRate: 1000,
+      sndWnd: 65535,
+      ...info,
+    } as TcpInfo,
+  };
+}
+
+const LISTEN = new Set([8080]);
+const SELF: SelfSnapshot = {
+  polls: 1,
+  pollErrors: 0,
+  parseErrors: { dump: 0, destroy: 0 },
+  dumpInterrupted: 0,
+  socketsSeen: 0,
+  destroyFeedUp: true,
+  destroyedSockets: 0,
+  destroyFeedLost: 0,
+  ownerScans: 0,
+};
+
+function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.split(' ').pop());
+  }
+  return undefined;
+}
+
+describe('ConnectionTable', () => {
+  it('adds growth between observations to the port aggregate', () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    t.applyPoll([sock({ key: 1 }, { busyTime: 1, rwndLimited: 0.5, bytesAcked: 100 })], 1000, LISTEN);
+    t.applyPoll([sock({ key: 1 }, { busyTime: 3, rwndLimited: 1.5, bytesAcked: 300 })], 2000, LISTEN);
+    const a = t.aggregates.get('8080')!;
+    expect(a.busy).toBeCloseTo(3);
+    expect(a.rwndLimited).toBeCloseTo(1.5);
+    expect(a.bytesAcked).toBe(300);
+    const c = t.open.get(1)!;
+    expect(c.delta.busy).toBeCloseTo(2);
+    expect(c.delta.seconds).toBe(1);
+    expect(c.firstSeen).toBe(1000);
+    expect(c.lastSeen).toBe(2000);
+  });
+
+  it('labels connections without a listener on their local port "ephemeral"', () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    t.applyPoll([sock({ localPort: 51000 }, { bytesAcked: 5 })], 1000, LISTEN);
+    expect([...t.aggregates.keys()]).toEqual(['ephemeral']);
+  });
+
+  it('closes a vanished connection with its last figures (no feed)', () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    t.applyPoll([sock({ key: 2 }, { busyTime: 2, bytesAcked: 50 })], 1000, LISTEN);
+    t.applyPoll([], 2000, LISTEN);
+    expect(t.open.size).toBe(0);
+    expect(t.aggregates.get('8080')).toMatchObject({ closed: 1, bytesAcked: 50 });
+    expect(t.takeClosed().map((c) => c.closed?.how)).toEqual(['vanished']);
+    expect(t.takeClosed()).toEqual([]);
+  });
+
+  it('waits for the destroy message, which adds the final growth exactly once', () => {
+    const t = new ConnectionTable({ closeGraceMs: 3000 });
+    t.applyPoll([sock({ key: 3 }, { busyTime: 2, bytesAcked: 50 })], 1000, LISTEN);
+    t.applyPoll([], 2000, LISTEN); // missing, within grace
+    expect(t.open.size).toBe(1);
+    t.applyDestroyed([sock({ key: 3, state: 7 }, { busyTime: 2.5, bytesAcked: 80 })], 2100);
+    t.applyDestroyed([sock({ key: 3, state: 7 }, { busyTime: 2.5, bytesAcked: 80 })], 2200); // duplicate
+    expect(t.open.size).toBe(0);
+    expect(t.aggregates.get('8080')).toMatchObject({ closed: 1, bytesAcked: 80, busy: 2.5 });
+  });
+
+  it('a destroy message after the connection vanished adds only the remainder', () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    t.applyPoll([sock({ key: 4 }, { busyTime: 1, bytesAcked: 10 })], 1000, LISTEN);
+    t.applyPoll([], 2000, LISTEN);
+    t.applyDestroyed([sock({ key: 4, state: 7 }, { busyTime: 1.25, bytesAcked: 15 })], 2500);
+    expect(t.aggregates.get('8080')).toMatchObject({ closed: 1, bytesAcked: 15, busy: 1.25 });
+  });
+
+  it('counts a connection born and gone between polls from its destroy message', () => {
+    const t = new ConnectionTable({ closeGraceMs: 2000 });
+    t.applyPoll([], 1000, LISTEN);
+    t.applyDestroyed([sock({ key: 5, state: 7 }, { busyTime: 0.008, bytesAcked: 1e6 })], 1500);
+    t.applyDestroyed([sock({ key: 6, state: 7 }, { bytesAcked: 0, bytesReceived: 0 })], 1500); // never carried data
+    expect(t.aggregates.get('8080')).toMatchObject({ closed: 1, bytesAcked: 1e6 });
+  });
+
+  it('keeps connections open through an interrupted dump', () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    t.applyPoll([sock({ key: 7 }, { bytesAcked: 1 })], 1000, LISTEN);
+    t.applyPoll([], 2000, LISTEN, false);
+    expect(t.open.size).toBe(1);
+  });
+});
+
+describe('WatchMetrics', () => {
+  it('caps per-connection series, keeps the most stalled, and passes promtool', async () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    const socks = [0, 1, 2, 3, 4].map((i) => sock({ key: 100 + i }, { busyTime: 1, rwndLimited: i * 0.1, bytesAcked: 10 }));
+    t.applyPoll(socks, 1000, LISTEN);
+    const m = new WatchMetrics(t, undefined, () => SELF, {
+      maxConnections: 2,
+      info: { version: 'test', kernel: 'test', destroyFeed: 'on' },
+    });
+    const text = await m.render();
+    const series = text.split('\n').filter((l) => l.startsWith('tcp_chrono_connection_busy_seconds_total{'));
+    expect(series).toHaveLength(2);
+    expect(series.some((l) => l.includes('remote="10.0.0.2:40104"'))).toBe(true);
+    expect(series.some((l) => l.includes('remote="10.0.0.2:40103"'))).toBe(true);
+    expect(metricValue(text, 'tcp_chrono_agent_dropped_connection_series')).toBe(3);
+    expect(metricValue(text, 'tcp_chrono_busy_seconds_total', { port: '8080' })).toBe(5);
+    expect(metricValue(text, 'tcp_chrono_connections', { port: '8080' })).toBe(5);
+    execFileSync('promtool', ['check', 'metrics'], { input: text });
+  });
+
+  it('exports a closed connection once more, then drops its series', async () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    const m = new WatchMetrics(t, undefined, () => SELF, {
+      maxConnections: 10,
+      info: { version: 'test', kernel: 'test', destroyFeed: 'on' },
+    });
+    t.applyPoll([sock({ key: 200 }, { busyTime: 1, bytesAcked: 10 })], 1000, LISTEN);
+    expect(await m.render()).toContain('remote="10.0.0.2:40200"');
+    t.applyDestroyed([sock({ key: 200, state: 7 }, { busyTime: 2, bytesAcked: 20 })], 1500);
+    const last = await m.render();
+    expect(metricValue(last, 'tcp_chrono_connection_bytes_acked_total', { remote: '10.0.0.2:40200' })).toBe(20);
+    expect(metricValue(last, 'tcp_chrono_connections_closed_total', { port: '8080' })).toBe(1);
+    const after = await m.render();
+    expect(after).not.toContain('remote="10.0.0.2:40200"');
+    expect(metricValue(after, 'tcp_chrono_bytes_acked_total', { port: '8080' })).toBe(20);
+  });
+});
