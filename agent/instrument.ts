@@ -281,7 +281,8 @@ class SocketProbe extends EventEmitter implements Probe {
   private onAppWrite(bytes: number): void {
     if (bytes <= 0) return;
     const sampleWrite = this.tracker.openUnit === undefined && this.pickSample();
-    this.tracker.write(bytes, nowSeconds(), sampleWrite, this.snapshotNow);
+    const now = this.tracker.tracks(sampleWrite) ? nowSeconds() : 0;
+    this.tracker.write(bytes, now, sampleWrite, this.snapshotNow);
   }
 
   // Before each hand-over to the kernel: do its sendmsg calls carry records?

@@ -23,6 +23,7 @@ export interface NativeBinding {
   setTimestamping(fd: number, flags: number): void;
   getTimestamping(fd: number): number;
   getSockoptInt(fd: number, level: number, name: number): number;
+  setSockoptInt(fd: number, level: number, name: number, value: number): void;
   realtimeNs(): bigint;
   drainErrqueue(fd: number, maxRecords?: number): Buffer | null;
   Drainer: new (onBatch: (frames: Buffer) => void) => NativeDrainer;

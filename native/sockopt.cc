@@ -60,6 +60,16 @@ Napi::Value GetSockoptInt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, val);
 }
 
+Napi::Value SetSockoptInt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  int level = info[1].As<Napi::Number>().Int32Value();
+  int name = info[2].As<Napi::Number>().Int32Value();
+  int val = info[3].As<Napi::Number>().Int32Value();
+  if (setsockopt(fd, level, name, &val, sizeof(val)) != 0) throw ErrnoError(env, "setsockopt", errno);
+  return env.Undefined();
+}
+
 Napi::Value RealtimeNs(const Napi::CallbackInfo& info) {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -73,6 +83,7 @@ void InitSockopt(Napi::Env env, Napi::Object exports) {
   exports.Set("setTimestamping", Napi::Function::New(env, SetTimestamping));
   exports.Set("getTimestamping", Napi::Function::New(env, GetTimestamping));
   exports.Set("getSockoptInt", Napi::Function::New(env, GetSockoptInt));
+  exports.Set("setSockoptInt", Napi::Function::New(env, SetSockoptInt));
   exports.Set("realtimeNs", Napi::Function::New(env, RealtimeNs));
 }
 

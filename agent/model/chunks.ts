@@ -158,6 +158,11 @@ export class ChunkTracker {
     this.written += bytes;
   }
 
+  /** Whether write() with this sampling decision will track the bytes (callers can skip reading the clock). */
+  tracks(sampleWrite: boolean): boolean {
+    return this.unit === undefined ? sampleWrite : this.unit.sampled;
+  }
+
   /**
    * Accounts for `bytes` handed to the socket at `now`. Outside a unit each
    * write is its own chunk, tracked when `sampleWrite` is true. `snapshot` is
