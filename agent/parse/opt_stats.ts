@@ -3,12 +3,14 @@
 // net/ipv4/tcp.c). Decoded into base units; ids this code does not know are
 // kept raw. Tolerant: a bad attribute is recorded in `problems` and ends the
 // walk, it never throws, so one odd record cannot cost the rest of a batch.
-import { nsToSeconds, usToSeconds } from './units.js';
+import { nsToSeconds, U64_MAX, usToSeconds } from './units.js';
 
 /**
  * The enum in include/uapi/linux/tcp.h, with the kernel that added each id.
  * Defined here because hosts' uapi headers lag the kernel (6.1 headers on a
- * 6.18 kernel stop at TTL).
+ * 6.18 kernel stop at TTL). Versions for 23-27 were checked against the
+ * netdev postings; those for 4-22 are from the patch history as best known.
+ * A 6.18 kernel sends 1-27 (TTL on ACK records only); nothing newer exists yet.
  */
 export const TCP_NLA = {
   PAD: 0, // 4.10 (alignment filler, never data)
@@ -128,7 +130,6 @@ const FIELDS: ReadonlyMap<number, readonly [keyof Decoded, Kind]> = new Map([
 const NLA_HDRLEN = 4;
 // nla_type carries two flag bits (NLA_F_NESTED, NLA_F_NET_BYTEORDER).
 const NLA_TYPE_MASK = 0x3fff;
-const U64_MAX = 0xffff_ffff_ffff_ffffn;
 const BAD_SIZE = Symbol('bad size');
 
 function decode(data: Buffer, kind: Kind): number | boolean | undefined | typeof BAD_SIZE {

@@ -4,7 +4,7 @@
 export const usToSeconds = (us: number): number => us / 1e6;
 export const msToSeconds = (ms: number): number => ms / 1e3;
 
-const U64_MAX = 0xffff_ffff_ffff_ffffn;
+export const U64_MAX = 0xffff_ffff_ffff_ffffn;
 
 /** u64 as a JS number; exact below 2^53, which every counter stays under in practice. */
 export function u64(buf: Buffer, offset: number): number {
