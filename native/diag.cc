@@ -240,7 +240,8 @@ Napi::Value DiagDump(const Napi::CallbackInfo& info) {
 // Subscriber to SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY: the
 // kernel multicasts each TCP socket's final inet_diag message when it is
 // freed. Batches of raw datagrams go to the callback from a uv_poll watcher,
-// like Drainer in errqueue.cc. Needs CAP_NET_ADMIN (bind fails with EPERM).
+// like Drainer in errqueue.cc. Mainline kernels allow this unprivileged
+// (NL_CFG_F_NONROOT_RECV); where refused, bind fails with EPERM.
 class DestroyFeed : public Napi::ObjectWrap<DestroyFeed> {
  public:
   static Napi::Function Define(Napi::Env env) {

@@ -129,13 +129,13 @@ export function formatHelp(command: string, summary: string, specs: Record<strin
 
 // Value parsers shared by commands.
 
-/** "1s", "500ms", "2m", or a plain number of seconds. Returns seconds. */
+/** "1s", "500ms", "2m", "1h", or a plain number of seconds. Returns seconds. */
 export function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text);
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
   if (m === null) throw new Error('expected a duration like 1s, 500ms or 2m');
   const n = Number(m[1]);
-  const s = m[2] === 'ms' ? n / 1000 : m[2] === 'm' ? n * 60 : n;
-  return s;
+  const unit = { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2] ?? 's'] ?? 1;
+  return n * unit;
 }
 
 export function parseIntIn(min: number, max: number): (text: string) => number {

@@ -100,7 +100,7 @@ const FLAGS = {
     name: 'destroy-feed',
     arg: 'auto|on|off',
     default: 'auto',
-    help: "Subscribe to the kernel's TCP destroy notifications so connections shorter than a poll\nare counted (needs CAP_NET_ADMIN). auto: use it if allowed; on: fail without it.",
+    help: "Subscribe to the kernel's TCP destroy notifications so connections shorter than a poll\nare counted exactly. auto: use it if the kernel allows; on: fail if it does not.",
     parse: parseChoice(['auto', 'on', 'off'] as const),
   } satisfies FlagSpec<'auto' | 'on' | 'off'>,
   owners: {
@@ -160,7 +160,9 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   // Destroy feed first, so a connection closing during the first poll is not missed.
   let feed: DestroyFeed | undefined;
   let feedState = 'off';
-  if (o.destroyFeed !== 'off') {
+  if (o.destroyFeed === 'off') {
+    degraded.push('destroy feed off (--destroy-feed off): connections closed between two polls keep the figures of their last poll');
+  } else {
     const started = DestroyFeed.start(
       (sockets) => table.applyDestroyed(sockets, Date.now()),
       (h) => source.filter.matchesDestroyed(h),

@@ -1,8 +1,10 @@
 // The TCP destroy feed: the kernel multicasts each TCP socket's final
 // inet_diag message (with tcp_info) when the socket is freed, so a
 // connection that lives less than one poll interval still has its figures
-// counted. Needs CAP_NET_ADMIN in the network namespace; without it the
-// agent falls back to the last poll (and says so once).
+// counted. Mainline kernels let any process subscribe (sock_diag's netlink
+// has NL_CFG_F_NONROOT_RECV; seen unprivileged on 6.18), but a kernel or a
+// security policy may refuse (EPERM): then the agent falls back to the last
+// poll and says so once.
 import { isSystemError } from '../native.js';
 import { TCP_LISTEN, parseDiagBatch, type InetDiagHeader, type InetDiagSocket } from '../parse/inet_diag.js';
 import { diagBinding, type DiagBinding, type NativeDestroyFeed } from './diag.js';
@@ -49,8 +51,8 @@ export class DestroyFeed {
           ok: false,
           code: 'EPERM',
           reason:
-            'no CAP_NET_ADMIN: connections closed between two polls keep only the figures of the last poll ' +
-            '(run as root or grant CAP_NET_ADMIN to count them exactly)',
+            'the kernel refused the destroy-feed subscription (EPERM): connections closed between two polls ' +
+            'keep only the figures of their last poll (grant CAP_NET_ADMIN, or allow netlink multicast in the security policy)',
         };
       }
       const code = isSystemError(e) ? e.code : 'ERROR';
