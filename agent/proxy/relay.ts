@@ -1,0 +1,494 @@
+// The TCP relay of `tcp-chronograph proxy`: clients connect here, each gets
+// its own upstream connection, bytes are copied both ways, and the
+// client-facing socket is instrumented (instrument()) so that what the relay
+// writes to the client becomes chunk records.
+//
+// Chunks: one relay write to the client, or, when the upstream speaks
+// HTTP/1.x, one response (a unit from its first byte to its last, with records
+// requested only for the write holding its last byte). Route names come from
+// the client's request lines, matched to the user's path prefixes.
+//
+// Backpressure: a write that fills the destination's buffer pauses the
+// source until 'drain', so a connection holds at most about one read (64 KiB)
+// plus one stream high-water mark per direction, whatever the client's speed.
+// Half-close: an EOF from one side is relayed as a FIN to the other
+// (allowHalfOpen on both). Errors: an error or reset on one side resets the
+// other (RST), so the peer sees what happened instead of a clean end.
+import { EventEmitter } from 'node:events';
+import net, { type AddressInfo, type Socket } from 'node:net';
+import { instrument, type ChunkRecord, type InstrumentOptions, type Probe } from '../instrument.js';
+import { Framer, type Boundary, type RawReason } from './http1.js';
+import { proxyHeader, type ProxyProtocolVersion } from './proxy_protocol.js';
+import { RouteMap } from './routes.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface ProxyOptions {
+  listen: HostPort;
+  upstream: HostPort;
+  /** Send a PROXY protocol header to the upstream before any client byte. */
+  proxyProtocol?: ProxyProtocolVersion | undefined;
+  /** Path prefixes → route names for HTTP responses. */
+  routes?: RouteMap;
+  /** 'auto': recognise HTTP/1.x responses (one chunk each); 'off': one chunk per relay write. */
+  http?: 'auto' | 'off';
+  /** Passed to instrument() for every client socket (finalWritesOnly is always on). */
+  instrument?: Omit<InstrumentOptions, 'finalWritesOnly'>;
+  /** Give up connecting upstream after this long (ms). Default 10 000. */
+  connectTimeoutMs?: number;
+  /** Close both sides after this long without a byte either way (ms); 0 = never. Default 0. */
+  idleTimeoutMs?: number;
+  /** Most client connections at once; more are closed at accept. Default 10 000. */
+  maxConnections?: number;
+  /** Turn instrumentation off (a plain relay; for comparison). */
+  instrumentClients?: boolean;
+}
+
+/** A chunk record of one client connection, with where it came from. */
+export interface ProxyChunkRecord extends ChunkRecord {
+  /** The client's address (ip:port). */
+  remote: string;
+  /** Local (listening) port the client connected to. */
+  port: number;
+  /** Route name, where the request's path matched a --route prefix. */
+  route?: string;
+}
+
+export type UpstreamErrorReason = 'refused' | 'timeout' | 'unreachable' | 'dns' | 'reset' | 'other';
+export const UPSTREAM_ERROR_REASONS: readonly UpstreamErrorReason[] = ['refused', 'timeout', 'unreachable', 'dns', 'reset', 'other'];
+export const RAW_REASONS: readonly RawReason[] = ['not-http', 'malformed', 'head-too-large', 'tunnel', 'upgrade'];
+
+export interface ProxyCounters {
+  accepted: number;
+  /** Closed at accept because --max-connections were open. */
+  rejected: number;
+  open: number;
+  /** Client connections closed because the upstream could not be reached (or failed). */
+  upstreamErrors: Record<UpstreamErrorReason, number>;
+  /** Errors (mostly resets) on the client side. */
+  clientErrors: number;
+  /** Connections closed by the idle timeout. */
+  idleTimeouts: number;
+  bytesToClient: number;
+  bytesToUpstream: number;
+  /** Times a direction was paused because the destination's buffer was full. */
+  pausesToClient: number;
+  pausesToUpstream: number;
+  /** Client connections that could not be instrumented (relayed anyway). */
+  uninstrumented: number;
+  /** HTTP responses framed (one chunk each). */
+  httpResponses: number;
+  /** Connections whose response stream left HTTP framing, by reason. */
+  rawFallbacks: Record<RawReason, number>;
+  /** Largest bytes held in userspace by one connection (both directions). */
+  maxBuffered: number;
+}
+
+const MAX_QUEUED_REQUESTS = 1024;
+
+function upstreamReason(err: NodeJS.ErrnoException, connected: boolean): UpstreamErrorReason {
+  switch (err.code) {
+    case 'ECONNREFUSED':
+      return 'refused';
+    case 'ETIMEDOUT':
+      return 'timeout';
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EADDRNOTAVAIL':
+      return 'unreachable';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'dns';
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return connected ? 'reset' : 'refused';
+    default:
+      return 'other';
+  }
+}
+
+export class Proxy extends EventEmitter {
+  readonly counters: ProxyCounters = {
+    accepted: 0,
+    rejected: 0,
+    open: 0,
+    upstreamErrors: { refused: 0, timeout: 0, unreachable: 0, dns: 0, reset: 0, other: 0 },
+    clientErrors: 0,
+    idleTimeouts: 0,
+    bytesToClient: 0,
+    bytesToUpstream: 0,
+    pausesToClient: 0,
+    pausesToUpstream: 0,
+    uninstrumented: 0,
+    httpResponses: 0,
+    rawFallbacks: { 'not-http': 0, malformed: 0, 'head-too-large': 0, tunnel: 0, upgrade: 0 },
+    maxBuffered: 0,
+  };
+  readonly relays = new Set<Relay>();
+  readonly routes: RouteMap;
+  private readonly server: net.Server;
+  private listening: HostPort | undefined;
+
+  constructor(readonly opts: ProxyOptions) {
+    super();
+    this.routes = opts.routes ?? new RouteMap([]);
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.accept(s));
+    this.server.maxConnections = opts.maxConnections ?? 10_000;
+    this.server.on('drop', () => this.counters.rejected++);
+  }
+
+  /** Listens; rejects with the listen error (EADDRINUSE, EACCES, …). */
+  async start(): Promise<HostPort> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server.on('error', (e) => this.emit('error', e));
+    const a = this.server.address() as AddressInfo;
+    this.listening = { host: a.address, port: a.port };
+    return this.listening;
+  }
+
+  get address(): HostPort {
+    if (this.listening === undefined) throw new Error('the proxy is not listening');
+    return this.listening;
+  }
+
+  /** Stops accepting; open connections are ended (graceful) and reset after `graceMs`. */
+  async close(graceMs = 5000): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const r of this.relays) r.shutdown();
+    const timer = setTimeout(() => {
+      for (const r of this.relays) r.destroy();
+    }, graceMs);
+    await closed;
+    clearTimeout(timer);
+  }
+
+  /** Resets every connection at once. */
+  destroyAll(): void {
+    for (const r of this.relays) r.destroy();
+  }
+
+  private accept(client: Socket): void {
+    this.counters.accepted++;
+    this.counters.open++;
+    const relay = new Relay(this, client);
+    this.relays.add(relay);
+    client.once('close', () => {
+      this.relays.delete(relay);
+      this.counters.open--;
+    });
+  }
+}
+
+/** One client connection and its upstream connection. */
+class Relay {
+  private readonly upstream: Socket;
+  private probe: Probe | undefined;
+  private connected = false;
+  private done = false;
+  private readonly res: Framer | undefined;
+  private readonly req: Framer | undefined;
+  // Requests seen on the client side and not yet answered: method and route.
+  private readonly requests: Array<{ method: string; route: string | undefined }> = [];
+  private requestsBase = 0; // index of requests[0] among the connection's requests
+  private responsesBegun = 0;
+  private labelsLost = false;
+  private upstreamPaused = false;
+  private clientPaused = false;
+  private readonly remote: string;
+  private readonly port: number;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private lastActivity = Date.now();
+
+  constructor(
+    private readonly proxy: Proxy,
+    private readonly client: Socket,
+  ) {
+    const o = proxy.opts;
+    this.remote = `${client.remoteAddress}:${client.remotePort}`;
+    this.port = client.localPort ?? 0;
+    client.setNoDelay(true);
+    if (o.http !== 'off') {
+      this.req = new Framer('request');
+      this.res = new Framer('response', { requestMethod: (i) => this.requestAt(i)?.method });
+    }
+    if (o.instrumentClients !== false) {
+      try {
+        this.probe = instrument(client, { ...o.instrument, finalWritesOnly: true });
+        this.probe.on('chunk', (c: ChunkRecord) => this.emitChunk('chunk', c));
+        this.probe.on('stall', (c: ChunkRecord) => this.emitChunk('stall', c));
+      } catch (e) {
+        proxy.counters.uninstrumented++;
+        proxy.emit('uninstrumented', e, client);
+      }
+    }
+
+    this.upstream = net.connect({ host: o.upstream.host, port: o.upstream.port, allowHalfOpen: true });
+    this.upstream.setNoDelay(true);
+    const connectTimeout = o.connectTimeoutMs ?? 10_000;
+    this.upstream.setTimeout(connectTimeout, () => {
+      if (!this.connected) this.upstreamFailed(Object.assign(new Error(`no connection to the upstream after ${connectTimeout} ms`), { code: 'ETIMEDOUT' }));
+    });
+    this.upstream.once('connect', () => this.onConnect());
+    this.upstream.on('error', (e: NodeJS.ErrnoException) => {
+      if (!this.connected) this.upstreamFailed(e);
+      else this.onError('upstream', e);
+    });
+    this.upstream.once('close', () => {
+      // Closed without an error while the client is still open: end the client (a clean close).
+      if (!this.client.destroyed && !this.done) this.client.end();
+    });
+
+    client.on('error', (e: NodeJS.ErrnoException) => this.onError('client', e));
+    client.once('close', () => {
+      this.stopIdleTimer();
+      if (!this.upstream.destroyed) {
+        if (!this.connected) this.upstream.destroy();
+        else this.upstream.end();
+      }
+    });
+  }
+
+  /** Graceful: FIN to both sides; their FINs close the connection. */
+  shutdown(): void {
+    if (!this.connected) {
+      this.destroy();
+      return;
+    }
+    this.client.end();
+    this.upstream.end();
+  }
+
+  destroy(): void {
+    this.done = true;
+    this.stopIdleTimer();
+    if (!this.client.destroyed) this.client.resetAndDestroy();
+    if (!this.upstream.destroyed) {
+      if (this.connected) this.upstream.resetAndDestroy();
+      else this.upstream.destroy();
+    }
+  }
+
+  private requestAt(index: number): { method: string; route: string | undefined } | undefined {
+    return this.requests[index - this.requestsBase];
+  }
+
+  private emitChunk(event: 'chunk' | 'stall', c: ChunkRecord): void {
+    const rec: ProxyChunkRecord = { ...c, remote: this.remote, port: this.port };
+    if (c.label !== undefined) rec.route = c.label;
+    this.proxy.emit(event, rec);
+  }
+
+  private upstreamFailed(e: NodeJS.ErrnoException): void {
+    if (this.done) return;
+    this.done = true;
+    const reason = upstreamReason(e, false);
+    this.proxy.counters.upstreamErrors[reason]++;
+    this.proxy.emit('upstream-error', e, reason);
+    this.upstream.destroy();
+    // The client sees a reset, as it would connecting to a refusing server.
+    if (!this.client.destroyed) this.client.resetAndDestroy();
+  }
+
+  private onConnect(): void {
+    if (this.done || this.client.destroyed) {
+      this.upstream.destroy();
+      return;
+    }
+    this.connected = true;
+    this.upstream.setTimeout(0);
+    const o = this.proxy.opts;
+    if (o.proxyProtocol !== undefined) {
+      this.upstream.write(
+        proxyHeader(o.proxyProtocol, {
+          sourceAddress: this.client.remoteAddress,
+          sourcePort: this.client.remotePort,
+          destAddress: this.client.localAddress,
+          destPort: this.client.localPort,
+        }),
+      );
+    }
+    this.upstream.on('data', (b: Buffer) => this.fromUpstream(b));
+    this.upstream.on('end', () => this.upstreamEnded());
+    this.client.on('data', (b: Buffer) => this.fromClient(b));
+    this.client.on('end', () => this.upstream.end());
+    this.upstream.on('drain', () => {
+      if (this.clientPaused) {
+        this.noteBuffered();
+        this.clientPaused = false;
+        this.client.resume();
+      }
+    });
+    this.client.on('drain', () => {
+      if (this.upstreamPaused) {
+        this.noteBuffered();
+        this.upstreamPaused = false;
+        this.upstream.resume();
+      }
+    });
+    if (o.idleTimeoutMs !== undefined && o.idleTimeoutMs > 0) this.startIdleTimer(o.idleTimeoutMs);
+    this.client.resume();
+  }
+
+  private onError(side: 'client' | 'upstream', e: NodeJS.ErrnoException): void {
+    if (side === 'client') this.proxy.counters.clientErrors++;
+    else {
+      const reason = upstreamReason(e, true);
+      this.proxy.counters.upstreamErrors[reason]++;
+      this.proxy.emit('upstream-error', e, reason);
+    }
+    // Node destroys the failed socket itself; the other side gets a reset.
+    this.done = true;
+    this.stopIdleTimer();
+    const other = side === 'client' ? this.upstream : this.client;
+    if (!other.destroyed) other.resetAndDestroy();
+  }
+
+  private fromClient(buf: Buffer): void {
+    if (this.upstream.destroyed) return;
+    this.lastActivity = Date.now();
+    this.proxy.counters.bytesToUpstream += buf.length;
+    if (this.req !== undefined && !this.req.raw) {
+      for (const b of this.req.feed(buf)) if (b.kind === 'head' && b.request !== undefined) this.pushRequest(b.request.method, b.request.target);
+    }
+    if (!this.upstream.write(buf)) {
+      this.clientPaused = true;
+      this.proxy.counters.pausesToUpstream++;
+      this.client.pause();
+      this.noteBuffered();
+    }
+  }
+
+  private pushRequest(method: string, target: string): void {
+    if (this.labelsLost) return;
+    if (this.requests.length >= MAX_QUEUED_REQUESTS) {
+      // Pipelined far ahead of the responses: stop labelling this connection.
+      this.labelsLost = true;
+      this.requests.length = 0;
+      return;
+    }
+    this.requests.push({ method, route: this.proxy.routes.match(target) });
+  }
+
+  private fromUpstream(buf: Buffer): void {
+    if (this.client.destroyed) return;
+    this.lastActivity = Date.now();
+    this.proxy.counters.bytesToClient += buf.length;
+    const res = this.res;
+    let ok = true;
+    if (res === undefined || res.raw || this.probe === undefined) {
+      ok = this.client.write(buf);
+    } else {
+      ok = this.writeFramed(buf, res.feed(buf), this.probe);
+    }
+    if (!ok && !this.upstreamPaused) {
+      this.upstreamPaused = true;
+      this.proxy.counters.pausesToClient++;
+      this.upstream.pause();
+      this.noteBuffered();
+    }
+  }
+
+  // Splits the relay write at message boundaries so each response is one unit.
+  private writeFramed(buf: Buffer, bounds: Boundary[], probe: Probe): boolean {
+    let ok = true;
+    let pos = 0;
+    for (let k = 0; k < bounds.length; k++) {
+      const b = bounds[k]!;
+      if (b.at > pos) {
+        // The write that holds a response's last byte (or starts a body that
+        // runs to EOF) is announced first: it is the one that needs records.
+        if (endsAt(bounds, k, b.at)) probe.finishing();
+        ok = this.client.write(buf.subarray(pos, b.at));
+        pos = b.at;
+      }
+      switch (b.kind) {
+        case 'begin': {
+          const route = this.labelsLost ? undefined : this.requestAt(this.responsesBegun)?.route;
+          this.responsesBegun++;
+          probe.unit(route);
+          break;
+        }
+        case 'head':
+          if (b.untilClose) probe.finishing();
+          break;
+        case 'end':
+          probe.endUnit();
+          this.proxy.counters.httpResponses++;
+          this.responseDone();
+          break;
+        case 'raw':
+          probe.endUnit();
+          this.proxy.counters.rawFallbacks[b.reason]++;
+          break;
+      }
+    }
+    if (pos < buf.length) ok = this.client.write(pos === 0 ? buf : buf.subarray(pos));
+    return ok;
+  }
+
+  // A final response is complete: its request is answered.
+  private responseDone(): void {
+    if (this.requests.length > 0) {
+      this.requests.shift();
+      this.requestsBase++;
+    } else if (!this.labelsLost) {
+      // A response with no request seen (sent early, or unsolicited): later
+      // requests are answered by later responses.
+      this.requestsBase++;
+    }
+  }
+
+  private upstreamEnded(): void {
+    if (this.res !== undefined && this.probe !== undefined) {
+      if (this.res.eof()) {
+        this.proxy.counters.httpResponses++;
+        this.responseDone();
+      }
+      this.probe.endUnit();
+    }
+    this.client.end();
+  }
+
+  private noteBuffered(): void {
+    const held = this.client.writableLength + this.upstream.writableLength + this.client.readableLength + this.upstream.readableLength;
+    if (held > this.proxy.counters.maxBuffered) this.proxy.counters.maxBuffered = held;
+  }
+
+  private startIdleTimer(ms: number): void {
+    const check = (): void => {
+      const idle = Date.now() - this.lastActivity;
+      if (idle >= ms) {
+        this.proxy.counters.idleTimeouts++;
+        this.destroy();
+        return;
+      }
+      this.idleTimer = setTimeout(check, ms - idle);
+      this.idleTimer.unref();
+    };
+    this.idleTimer = setTimeout(check, ms);
+    this.idleTimer.unref();
+  }
+
+  private stopIdleTimer(): void {
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+}
+
+/** Whether a message ends (or a body running to EOF starts) at `at`, among the boundaries from k on. */
+function endsAt(bounds: Boundary[], k: number, at: number): boolean {
+  for (let j = k; j < bounds.length && bounds[j]!.at === at; j++) {
+    const b = bounds[j]!;
+    if (b.kind === 'end' || (b.kind === 'head' && b.untilClose)) return true;
+  }
+  return false;
+}
