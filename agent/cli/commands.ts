@@ -1,7 +1,8 @@
 // The subcommand table. The first entry is the default command.
 import type { Command } from './command.js';
+import { proxyCommand } from './proxy.js';
 import { watchCommand } from './watch.js';
 
-export const commands: readonly Command[] = [watchCommand];
+export const commands: readonly Command[] = [watchCommand, proxyCommand];
 
 export const defaultCommand: Command = watchCommand;

@@ -1,0 +1,430 @@
+// `tcp-chronograph proxy`: a TCP relay in front of a server, for servers in
+// any language. Every client-facing socket is instrumented (instrument()), so
+// each response (HTTP/1.x) or relay write becomes a chunk record: what limited
+// its delivery (the client's window, the send buffer, the network) and how
+// long it took. Serves /metrics (chunk metrics, proxy self metrics and, with
+// --diag on, the sock_diag connection metrics of `watch` for the proxy's
+// port), /healthz, /api/chunks and /api/connections.
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { release } from 'node:os';
+import express, { type Request, type Response } from 'express';
+import { Registry } from 'prom-client';
+import { ChunkMetrics } from '../export/chunk_metrics.js';
+import { createApp } from '../export/http.js';
+import { WatchMetrics } from '../export/metrics.js';
+import { ConnectionTable } from '../model/connections.js';
+import { ChunkEvents } from '../proxy/events.js';
+import { registerProxyMetrics } from '../proxy/metrics.js';
+import { Proxy, type HostPort, type ProxyChunkRecord, type UpstreamErrorReason } from '../proxy/relay.js';
+import { RouteMap, parseRoute, type Route } from '../proxy/routes.js';
+import { DEFAULT_STATES, DiagSource } from '../sources/diag.js';
+import type { Command } from './command.js';
+import { formatHelp, parseChoice, parseDuration, parseFlags, parseIntIn, parseListen, UsageError, type FlagSpec } from './flags.js';
+import { log, logOnce } from './log.js';
+import { version } from './version.js';
+
+const SUMMARY =
+  'Relay TCP from --listen to --upstream and explain, per response (HTTP/1.x) or per relay\n' +
+  'write, why delivery to each client was slow: its receive window, the send buffer, or the\n' +
+  'network. Works for a server in any language; the server sees the proxy as its client\n' +
+  '(use --proxy-protocol to pass the client address on).';
+
+/** "host:port" or "[v6]:port" with a host (names allowed). */
+function parseUpstream(text: string): HostPort {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d+)$/.exec(text);
+  if (m === null) throw new Error('expected host:port, e.g. 127.0.0.1:8080, [::1]:8080 or backend.local:8080');
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) throw new Error('port must be from 1 to 65535');
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+function parseSample(text: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || !(n > 0) || (n >= 1 && !Number.isInteger(n))) {
+    throw new Error('expected a whole number N >= 1 (every Nth chunk) or a probability between 0 and 1');
+  }
+  return n;
+}
+
+const durationIn =
+  (min: number, max: number, what: string, zeroMeansNever = false) =>
+  (t: string): number => {
+    const s = parseDuration(t);
+    if (s === 0 && zeroMeansNever) return 0;
+    if (s < min || s > max) throw new Error(what);
+    return s;
+  };
+
+const FLAGS = {
+  listen: {
+    name: 'listen',
+    arg: 'HOST:PORT',
+    help: 'Where clients connect (the address the server used to have). Required.',
+    parse: parseListen,
+  } satisfies FlagSpec<HostPort>,
+  upstream: {
+    name: 'upstream',
+    arg: 'HOST:PORT',
+    help: 'The server the proxy connects to, one connection per client. Required.',
+    parse: parseUpstream,
+  } satisfies FlagSpec<HostPort>,
+  metricsListen: {
+    name: 'metrics-listen',
+    arg: 'HOST:PORT',
+    default: '127.0.0.1:9466',
+    help: 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/connections).',
+    parse: parseListen,
+  } satisfies FlagSpec<HostPort>,
+  route: {
+    name: 'route',
+    arg: 'NAME=PATH_PREFIX',
+    multiple: true,
+    help: 'Label the chunks of HTTP requests whose path starts with PATH_PREFIX with route="NAME"\n(longest prefix wins). Unmatched requests get no route label: raw paths never become labels.',
+    parse: parseRoute,
+  } satisfies FlagSpec<Route>,
+  proxyProtocol: {
+    name: 'proxy-protocol',
+    arg: 'off|v1|v2',
+    default: 'off',
+    help: "Send a PROXY protocol header (HAProxy's, v1 text or v2 binary) to the upstream first, so\nthe server sees the client's address. The server must expect it (nginx: listen ... proxy_protocol).",
+    parse: parseChoice(['off', 'v1', 'v2'] as const),
+  } satisfies FlagSpec<'off' | 'v1' | 'v2'>,
+  http: {
+    name: 'http',
+    arg: 'auto|off',
+    default: 'auto',
+    help: "auto: recognise HTTP/1.x responses in the upstream's bytes, one chunk per response (anything\nelse, or garbage, falls back to one chunk per write); off: one chunk per relay write.",
+    parse: parseChoice(['auto', 'off'] as const),
+  } satisfies FlagSpec<'auto' | 'off'>,
+  sample: {
+    name: 'sample',
+    arg: 'N',
+    default: '1',
+    help: 'Record every Nth chunk of each connection (or a probability in (0, 1)). Records with kernel\nstatistics cost CPU: for non-HTTP bulk streams (a chunk per 64 KiB write) consider 16.',
+    parse: parseSample,
+  } satisfies FlagSpec<number>,
+  stallAfter: {
+    name: 'stall-after',
+    arg: 'DURATION',
+    default: '10s',
+    help: 'Report a chunk as stalled when its last byte is not acknowledged this long after it was written.',
+    parse: durationIn(0.1, 3600, 'must be from 100ms to 1h'),
+  } satisfies FlagSpec<number>,
+  connectTimeout: {
+    name: 'connect-timeout',
+    arg: 'DURATION',
+    default: '5s',
+    help: 'Give up connecting to the upstream after this long (the client connection is then reset).',
+    parse: durationIn(0.01, 600, 'must be from 10ms to 10m'),
+  } satisfies FlagSpec<number>,
+  idleTimeout: {
+    name: 'idle-timeout',
+    arg: 'DURATION',
+    default: '0',
+    help: 'Reset both sides of a connection that relayed nothing either way for this long; 0: never.',
+    parse: durationIn(1, 86_400, 'must be 0 (never) or from 1s to 24h', true),
+  } satisfies FlagSpec<number>,
+  maxConnections: {
+    name: 'max-connections',
+    arg: 'N',
+    default: '10000',
+    help: 'Most client connections at once; more are closed at accept (and counted).',
+    parse: parseIntIn(1, 1_000_000),
+  } satisfies FlagSpec<number>,
+  events: {
+    name: 'events',
+    arg: 'FILE',
+    help: 'Append every chunk record to FILE, one JSON object per line (also at GET /api/chunks?follow=1).',
+    parse: (t: string) => {
+      if (t === '') throw new Error('expected a file path');
+      return t;
+    },
+  } satisfies FlagSpec<string>,
+  diag: {
+    name: 'diag',
+    arg: 'on|off',
+    default: 'on',
+    help: "Also export watch's per-port and per-connection chronograph metrics (sock_diag) for the\nclient connections of --listen's port.",
+    parse: parseChoice(['on', 'off'] as const),
+  } satisfies FlagSpec<'on' | 'off'>,
+  interval: {
+    name: 'interval',
+    arg: 'DURATION',
+    default: '1s',
+    help: 'How often --diag on dumps the client connections.',
+    parse: durationIn(0.05, 3600, 'must be from 50ms to 1h'),
+  } satisfies FlagSpec<number>,
+  maxConnectionSeries: {
+    name: 'max-connection-series',
+    arg: 'N',
+    default: '200',
+    help: 'With --diag on: at most N client connections get per-connection series; 0 turns them off.',
+    parse: parseIntIn(0, 100_000),
+  } satisfies FlagSpec<number>,
+  instrument: {
+    name: 'instrument',
+    arg: 'on|off',
+    default: 'on',
+    help: 'off: relay only, no chunk records (to measure what instrumentation costs).',
+    parse: parseChoice(['on', 'off'] as const),
+  } satisfies FlagSpec<'on' | 'off'>,
+};
+
+const hostPort = (a: HostPort): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
+function listenFailure(what: string, a: HostPort, flag: string, e: unknown): Error {
+  const code = e instanceof Error && 'code' in e ? String((e as { code: unknown }).code) : '';
+  const why =
+    code === 'EADDRINUSE'
+      ? 'the address is in use'
+      : code === 'EACCES'
+        ? 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)'
+        : code === 'EADDRNOTAVAIL'
+          ? 'no such local address'
+          : e instanceof Error
+            ? e.message
+            : String(e);
+  return new Error(`cannot listen for ${what} on ${hostPort(a)}: ${why}; choose another with ${flag}`);
+}
+
+function startServer(app: express.Express, a: HostPort): Promise<{ server: Server; address: HostPort }> {
+  return new Promise((resolve, reject) => {
+    const server: Server = app.listen(a.port, a.host);
+    server.once('error', reject);
+    server.once('listening', () => {
+      server.off('error', reject);
+      const addr = server.address() as AddressInfo;
+      resolve({ server, address: { host: addr.address, port: addr.port } });
+    });
+  });
+}
+
+async function runProxy(argv: readonly string[]): Promise<number> {
+  const { values: o, help } = parseFlags('proxy', FLAGS, argv);
+  if (help) {
+    process.stdout.write(formatHelp('proxy', SUMMARY, FLAGS));
+    return 0;
+  }
+  if (o.listen === undefined) throw new UsageError('--listen is required, e.g. --listen :8080 (see `tcp-chronograph proxy --help`)');
+  if (o.upstream === undefined) throw new UsageError('--upstream is required, e.g. --upstream 127.0.0.1:8081 (see `tcp-chronograph proxy --help`)');
+  const routeNames = new Map<string, string>();
+  for (const r of o.route) {
+    const seen = routeNames.get(r.prefix);
+    if (seen !== undefined && seen !== r.name) throw new UsageError(`--route: the prefix ${r.prefix} is mapped to both ${seen} and ${r.name}; map it once`);
+    routeNames.set(r.prefix, r.name);
+  }
+  const degraded: string[] = [];
+
+  const proxy = new Proxy({
+    listen: o.listen,
+    upstream: o.upstream,
+    proxyProtocol: o.proxyProtocol === 'off' ? undefined : o.proxyProtocol,
+    routes: new RouteMap(o.route),
+    http: o.http,
+    instrument: { sample: o.sample, stallAfterMs: o.stallAfter * 1000 },
+    connectTimeoutMs: o.connectTimeout * 1000,
+    idleTimeoutMs: o.idleTimeout * 1000,
+    maxConnections: o.maxConnections,
+    instrumentClients: o.instrument === 'on',
+  });
+
+  // Connection metrics of `watch` for the proxy's clients (sock_diag), where the kernel allows.
+  let table: ConnectionTable | undefined;
+  let source: DiagSource | undefined;
+  let watchMetrics: WatchMetrics | undefined;
+  const diagStats = { polls: 0, pollErrors: 0, parseErrors: 0, interrupted: 0, seen: 0, lastError: undefined as string | undefined };
+
+  const events = new ChunkEvents();
+  if (o.events !== undefined) {
+    try {
+      await events.openFile(o.events);
+    } catch (e) {
+      throw new Error(`cannot open --events ${o.events}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  let listening: HostPort;
+  try {
+    listening = await proxy.start();
+  } catch (e) {
+    throw listenFailure('clients', o.listen, '--listen', e);
+  }
+
+  if (o.diag === 'on') {
+    table = new ConnectionTable({ closeGraceMs: 0, portsChosen: true });
+    source = new DiagSource({ ports: [{ from: listening.port, to: listening.port }], remoteCidrs: [], states: DEFAULT_STATES });
+    try {
+      source.poll();
+    } catch (e) {
+      degraded.push(`connection metrics off: the sock_diag dump failed (${e instanceof Error ? e.message : String(e)})`);
+      table = undefined;
+      source = undefined;
+    }
+  }
+  let registry: Registry;
+  if (table !== undefined) {
+    const t = table;
+    watchMetrics = new WatchMetrics(
+      t,
+      undefined,
+      () => ({
+        polls: diagStats.polls,
+        pollErrors: diagStats.pollErrors,
+        parseErrors: { dump: diagStats.parseErrors, destroy: 0 },
+        dumpInterrupted: diagStats.interrupted,
+        socketsSeen: diagStats.seen,
+        destroyFeedUp: false,
+        destroyedSockets: 0,
+        destroyFeedLost: 0,
+        ownerScans: 0,
+      }),
+      { maxConnections: o.maxConnectionSeries, info: { version: version(), kernel: release(), destroyFeed: 'off' } },
+    );
+    registry = watchMetrics.registry;
+  } else {
+    registry = new Registry();
+  }
+  const chunkMetrics = new ChunkMetrics(registry);
+  registerProxyMetrics(
+    registry,
+    proxy,
+    { version: version(), upstream: hostPort(o.upstream), proxyProtocol: o.proxyProtocol, http: o.http },
+    { eventsDropped: () => events.dropped },
+  );
+
+  const onRecord = (c: ProxyChunkRecord): void => {
+    chunkMetrics.observe(c, { port: c.port, mode: 'proxy', route: c.route });
+    events.push({ ...c, mode: 'proxy' });
+  };
+  proxy.on('chunk', onRecord);
+  proxy.on('stall', onRecord);
+  proxy.on('upstream-error', (e: NodeJS.ErrnoException, reason: UpstreamErrorReason) => {
+    logOnce(`upstream:${reason}:${e.code ?? ''}`, 'warn', 'upstream connection failed; the client connection was reset (logged once per reason, counted in tcp_chrono_proxy_upstream_errors_total)', {
+      upstream: hostPort(o.upstream),
+      reason,
+      error: e.message,
+    });
+  });
+  proxy.on('uninstrumented', (e: unknown) => {
+    logOnce('uninstrumented', 'warn', 'a client connection could not be instrumented and is relayed without chunk records (counted in tcp_chrono_proxy_uninstrumented_connections_total)', {
+      error: e instanceof Error ? e.message : String(e),
+    });
+  });
+  proxy.on('error', (e: Error) => logOnce(`accept:${e.message}`, 'warn', 'accepting a client connection failed', { error: e.message }));
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  app.get('/metrics', async (_req: Request, res: Response) => {
+    try {
+      const body = watchMetrics !== undefined ? await watchMetrics.render() : await registry.metrics();
+      res.set('Content-Type', registry.contentType).send(body);
+    } catch (e) {
+      res.status(500).type('text/plain').send(`metrics rendering failed: ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  });
+  app.get('/healthz', (_req: Request, res: Response) => {
+    const fileError = events.fileFailure;
+    const ok = fileError === undefined;
+    res.status(ok ? 200 : 503).json({
+      ok,
+      listen: hostPort(listening),
+      upstream: hostPort(o.upstream),
+      connections: proxy.counters.open,
+      upstreamErrors: proxy.counters.upstreamErrors,
+      ...(fileError !== undefined && { eventsError: fileError.message }),
+    });
+  });
+  app.get('/api/chunks', events.handler);
+  if (table !== undefined && watchMetrics !== undefined) {
+    // /api/connections as in watch mode (its /metrics and /healthz are shadowed by the routes above).
+    app.use(createApp({ metrics: watchMetrics, table, health: () => ({ ok: true }) }));
+  } else {
+    app.use((_req: Request, res: Response) => {
+      res.status(404).json({ error: 'not found: try /metrics, /healthz or /api/chunks' });
+    });
+  }
+  let http: { server: Server; address: HostPort };
+  try {
+    http = await startServer(app, o.metricsListen);
+  } catch (e) {
+    await proxy.close(0);
+    await events.close();
+    throw listenFailure('metrics', o.metricsListen, '--metrics-listen', e);
+  }
+
+  let timer: NodeJS.Timeout | undefined;
+  if (source !== undefined && table !== undefined) {
+    const s = source;
+    const t = table;
+    const poll = (): void => {
+      try {
+        const r = s.poll();
+        t.applyPoll(r.sockets, Date.now(), r.listeningPorts, !r.interrupted);
+        diagStats.polls++;
+        diagStats.seen = r.seen;
+        diagStats.parseErrors += r.parseErrors;
+        diagStats.interrupted += r.interruptedRetries + (r.interrupted ? 1 : 0);
+        diagStats.lastError = undefined;
+      } catch (e) {
+        diagStats.pollErrors++;
+        diagStats.lastError = e instanceof Error ? e.message : String(e);
+        logOnce(`poll:${diagStats.lastError}`, 'warn', 'sock_diag poll failed; retrying every interval', { error: diagStats.lastError });
+      }
+    };
+    poll();
+    timer = setInterval(poll, o.interval * 1000);
+  }
+
+  log('info', 'proxying', {
+    version: version(),
+    kernel: release(),
+    listen: hostPort(listening),
+    upstream: hostPort(o.upstream),
+    metrics: `http://${hostPort(http.address)}`,
+    http: o.http,
+    routes: o.route.map((r) => `${r.name}=${r.prefix}`),
+    proxyProtocol: o.proxyProtocol,
+    sample: o.sample,
+    instrument: o.instrument,
+    diag: table !== undefined ? 'on' : 'off',
+    events: o.events ?? null,
+    degraded,
+  });
+  for (const d of degraded) logOnce(d, 'warn', d);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) process.exit(1); // second signal: the user insists
+      stopping = true;
+      if (timer !== undefined) clearInterval(timer);
+      // Stop accepting, let open connections finish for a moment, then reset them.
+      const deadline = setTimeout(() => {
+        log('warn', 'shutdown deadline passed; exiting', { signal });
+        resolve(0);
+      }, 8000);
+      deadline.unref();
+      void (async () => {
+        await proxy.close(3000);
+        await events.close();
+        await new Promise<void>((done) => {
+          http.server.close(() => done());
+          http.server.closeAllConnections();
+        });
+        clearTimeout(deadline);
+        log('info', 'stopped', { signal, connections: proxy.counters.accepted, bytesToClient: proxy.counters.bytesToClient });
+        resolve(0);
+      })();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+export const proxyCommand: Command = {
+  name: 'proxy',
+  summary: 'Relay TCP to a server in any language and export per-response (per-chunk) delivery records',
+  run: runProxy,
+};

@@ -1,0 +1,80 @@
+// The chunk event stream: one JSON object per line, for offline analysis.
+// Sinks: a file (--events FILE, appended) and HTTP followers
+// (GET /api/chunks?follow=1). A sink that cannot keep up loses events (counted),
+// never memory: the relay must not slow down for its observers.
+import { createWriteStream, type WriteStream } from 'node:fs';
+import type { Request, Response } from 'express';
+
+/** Bytes a sink may have pending before events are dropped for it. */
+const MAX_PENDING = 1 << 20;
+
+export class ChunkEvents {
+  dropped = 0;
+  private readonly recent: string[] = [];
+  private readonly followers = new Set<Response>();
+  private file: WriteStream | undefined;
+  private fileError: Error | undefined;
+
+  constructor(private readonly keep = 1000) {}
+
+  /** Appends events to `path`; resolves once the file is open, rejects with the open error. */
+  async openFile(path: string): Promise<void> {
+    const f = createWriteStream(path, { flags: 'a' });
+    await new Promise<void>((resolve, reject) => {
+      f.once('open', () => resolve());
+      f.once('error', reject);
+    });
+    f.on('error', (e) => {
+      this.fileError = e;
+    });
+    this.file = f;
+  }
+
+  get fileFailure(): Error | undefined {
+    return this.fileError;
+  }
+
+  push(event: object): void {
+    const line = JSON.stringify(event) + '\n';
+    this.recent.push(line);
+    if (this.recent.length > this.keep) this.recent.shift();
+    if (this.file !== undefined && this.fileError === undefined) {
+      if (this.file.writableLength > MAX_PENDING) this.dropped++;
+      else this.file.write(line);
+    }
+    for (const res of this.followers) {
+      if (res.writableLength > MAX_PENDING) this.dropped++;
+      else res.write(line);
+    }
+  }
+
+  /** GET /api/chunks: the last records (?limit=N), or with ?follow=1 those and every new one. */
+  handler = (req: Request, res: Response): void => {
+    const rawLimit = typeof req.query.limit === 'string' ? req.query.limit : String(this.keep);
+    const limit = Number(rawLimit);
+    if (!Number.isInteger(limit) || limit < 0 || limit > this.keep) {
+      res.status(400).json({ error: `limit must be an integer from 0 to ${this.keep}` });
+      return;
+    }
+    const follow = req.query.follow === '1' || req.query.follow === 'true';
+    res.status(200).type('application/x-ndjson');
+    const backlog = limit === 0 ? [] : this.recent.slice(-limit);
+    if (!follow) {
+      res.end(backlog.join(''));
+      return;
+    }
+    res.setHeader('cache-control', 'no-store');
+    res.flushHeaders();
+    for (const l of backlog) res.write(l);
+    this.followers.add(res);
+    res.on('close', () => this.followers.delete(res));
+  };
+
+  async close(): Promise<void> {
+    for (const res of this.followers) res.end();
+    this.followers.clear();
+    const f = this.file;
+    this.file = undefined;
+    if (f !== undefined) await new Promise<void>((resolve) => f.end(() => resolve()));
+  }
+}

@@ -1,0 +1,101 @@
+// Self metrics of the proxy (prom-client), read from its counters at scrape time.
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { errqueue } from '../sources/errqueue.js';
+import { RAW_REASONS, UPSTREAM_ERROR_REASONS, type Proxy } from './relay.js';
+
+export interface ProxyInfo {
+  version: string;
+  upstream: string;
+  proxyProtocol: string;
+  http: string;
+}
+
+/** Registers the proxy's self metrics in `registry`; values are read from `proxy` at each scrape. */
+export function registerProxyMetrics(registry: Registry, proxy: Proxy, info: ProxyInfo, extra: { eventsDropped?: () => number } = {}): void {
+  const registers = [registry];
+  const c = proxy.counters;
+  const counter = (name: string, help: string, read: () => number): void => {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  };
+  const counterBy = (name: string, help: string, label: string, read: () => Record<string, number>): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: [label],
+      registers,
+      collect() {
+        this.reset();
+        for (const [k, v] of Object.entries(read())) this.inc({ [label]: k }, v);
+      },
+    });
+  };
+  const gauge = (name: string, help: string, read: () => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+  };
+  counter('tcp_chrono_proxy_connections_accepted_total', 'Client connections accepted.', () => c.accepted);
+  counter('tcp_chrono_proxy_connections_rejected_total', 'Client connections closed at accept because --max-connections were open.', () => c.rejected);
+  gauge('tcp_chrono_proxy_connections', 'Client connections open now.', () => c.open);
+  counterBy(
+    'tcp_chrono_proxy_upstream_errors_total',
+    'Client connections closed because of the upstream, by reason (refused, timeout, unreachable, dns: no connection; reset, other: failed later).',
+    'reason',
+    () => {
+      const out: Record<string, number> = {};
+      for (const r of UPSTREAM_ERROR_REASONS) out[r] = c.upstreamErrors[r];
+      return out;
+    },
+  );
+  counter('tcp_chrono_proxy_client_errors_total', 'Client connections that failed on the client side (mostly resets); the upstream connection was reset too.', () => c.clientErrors);
+  counter('tcp_chrono_proxy_idle_timeouts_total', 'Connections closed by --idle-timeout.', () => c.idleTimeouts);
+  counterBy('tcp_chrono_proxy_bytes_total', 'Bytes relayed, by direction (to_client, to_upstream; the PROXY protocol header is not counted).', 'direction', () => ({
+    to_client: c.bytesToClient,
+    to_upstream: c.bytesToUpstream,
+  }));
+  counterBy(
+    'tcp_chrono_proxy_backpressure_pauses_total',
+    "Times reading one side was paused because the other side's send buffer was full, by the direction that was full.",
+    'direction',
+    () => ({ to_client: c.pausesToClient, to_upstream: c.pausesToUpstream }),
+  );
+  gauge('tcp_chrono_proxy_max_buffered_bytes', 'Largest number of bytes one connection held in the proxy (both directions) since start.', () => c.maxBuffered);
+  counter('tcp_chrono_proxy_uninstrumented_connections_total', 'Client connections relayed without chunk records (timestamping could not be enabled).', () => c.uninstrumented);
+  counter('tcp_chrono_proxy_http_responses_total', 'HTTP/1.x responses framed (one chunk each).', () => c.httpResponses);
+  counterBy(
+    'tcp_chrono_proxy_http_fallbacks_total',
+    'Connections whose responses stopped being framed as HTTP (one chunk per write from there on), by reason.',
+    'reason',
+    () => {
+      const out: Record<string, number> = {};
+      for (const r of RAW_REASONS) out[r] = c.rawFallbacks[r];
+      return out;
+    },
+  );
+  counter('tcp_chrono_agent_timestamp_records_total', 'Timestamp records read from the error queues of instrumented sockets.', () => errqueue.counters.records);
+  counter('tcp_chrono_agent_timestamp_records_malformed_total', 'Error-queue messages that could not be decoded.', () => errqueue.counters.malformed);
+  if (extra.eventsDropped !== undefined) {
+    const read = extra.eventsDropped;
+    counter('tcp_chrono_agent_events_dropped_total', 'Chunk events not written to --events or to /api/chunks followers because they could not keep up.', read);
+  }
+  const i = new Gauge({
+    name: 'tcp_chrono_proxy_info',
+    help: 'Proxy configuration (value is always 1).',
+    labelNames: ['version', 'upstream', 'proxy_protocol', 'http'],
+    registers,
+  });
+  i.set({ version: info.version, upstream: info.upstream, proxy_protocol: info.proxyProtocol, http: info.http }, 1);
+}
