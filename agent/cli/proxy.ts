@@ -47,6 +47,15 @@ function parseSample(text: string): number {
   return n;
 }
 
+/** "65536", "64k", "1m" (binary units), from 4 KiB to 64 MiB. */
+function parseBytes(text: string): number {
+  const m = /^(\d+)([kKmM]?)$/.exec(text);
+  if (m === null) throw new Error('expected a size like 65536, 256k or 1m');
+  const n = Number(m[1]) * (m[2] === '' ? 1 : m[2]!.toLowerCase() === 'k' ? 1024 : 1024 * 1024);
+  if (n < 4096 || n > 64 * 1024 * 1024) throw new Error('must be from 4k to 64m');
+  return n;
+}
+
 const durationIn =
   (min: number, max: number, what: string, zeroMeansNever = false) =>
   (t: string): number => {
@@ -162,6 +171,13 @@ const FLAGS = {
     help: 'With --diag on: at most N client connections get per-connection series; 0 turns them off.',
     parse: parseIntIn(0, 100_000),
   } satisfies FlagSpec<number>,
+  bufferSize: {
+    name: 'buffer-size',
+    arg: 'BYTES',
+    default: '256k',
+    help: "Bytes read from the upstream at once, into one buffer per connection; reading waits until the\nclient's socket has taken them (memory per connection is about this plus 80 KiB).",
+    parse: parseBytes,
+  } satisfies FlagSpec<number>,
   instrument: {
     name: 'instrument',
     arg: 'on|off',
@@ -227,6 +243,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     idleTimeoutMs: o.idleTimeout * 1000,
     maxConnections: o.maxConnections,
     instrumentClients: o.instrument === 'on',
+    readBufferBytes: o.bufferSize,
   });
 
   // Connection metrics of `watch` for the proxy's clients (sock_diag), where the kernel allows.
@@ -387,6 +404,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     routes: o.route.map((r) => `${r.name}=${r.prefix}`),
     proxyProtocol: o.proxyProtocol,
     sample: o.sample,
+    bufferSize: o.bufferSize,
     instrument: o.instrument,
     diag: table !== undefined ? 'on' : 'off',
     events: o.events ?? null,

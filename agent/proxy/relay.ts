@@ -8,9 +8,13 @@
 // requested only for the write holding its last byte). Route names come from
 // the client's request lines, matched to the user's path prefixes.
 //
-// Backpressure: a write that fills the destination's buffer pauses the
-// source until 'drain', so a connection holds at most about one read (64 KiB)
-// plus one stream high-water mark per direction, whatever the client's speed.
+// Backpressure: upstream bytes are read into one buffer per connection
+// (--buffer-size), reused for every read: reading stops until the client
+// socket has taken all of it. Client bytes go the usual stream way (a write
+// that fills the upstream's buffer pauses the client until 'drain'). A
+// connection holds at most the read buffer plus about one 64 KiB read and one
+// stream high-water mark, whatever the client's speed. Reading big and into
+// the same memory is what keeps a bulk stream near loopback speed.
 // Half-close: an EOF from one side is relayed as a FIN to the other
 // (allowHalfOpen on both). Errors: an error or reset on one side resets the
 // other (RST), so the peer sees what happened instead of a clean end.
@@ -45,6 +49,11 @@ export interface ProxyOptions {
   maxConnections?: number;
   /** Turn instrumentation off (a plain relay; for comparison). */
   instrumentClients?: boolean;
+  /**
+   * Bytes read from the upstream at once, into one buffer per connection that
+   * is reused (reading pauses until the client has taken it). Default 256 KiB.
+   */
+  readBufferBytes?: number;
 }
 
 /** A chunk record of one client connection, with where it came from. */
@@ -88,6 +97,8 @@ export interface ProxyCounters {
 }
 
 const MAX_QUEUED_REQUESTS = 1024;
+const EMPTY = Buffer.alloc(0);
+const DEFAULT_READ_BUFFER = 256 * 1024;
 
 function upstreamReason(err: NodeJS.ErrnoException, connected: boolean): UpstreamErrorReason {
   switch (err.code) {
@@ -191,6 +202,13 @@ export class Proxy extends EventEmitter {
 /** One client connection and its upstream connection. */
 class Relay {
   private readonly upstream: Socket;
+  private readonly readBuffer: Buffer;
+  private readonly onClientFlushed = (): void => {
+    if (!this.upstreamPaused || this.client.writableLength > 0) return;
+    this.noteBuffered();
+    this.upstreamPaused = false;
+    if (!this.upstream.destroyed) this.upstream.resume();
+  };
   private probe: Probe | undefined;
   private connected = false;
   private done = false;
@@ -231,7 +249,13 @@ class Relay {
       }
     }
 
-    this.upstream = net.connect({ host: o.upstream.host, port: o.upstream.port, allowHalfOpen: true });
+    this.readBuffer = Buffer.allocUnsafe(o.readBufferBytes ?? DEFAULT_READ_BUFFER);
+    this.upstream = net.connect({
+      host: o.upstream.host,
+      port: o.upstream.port,
+      allowHalfOpen: true,
+      onread: { buffer: this.readBuffer, callback: (n: number) => this.fromUpstream(n) },
+    });
     this.upstream.setNoDelay(true);
     const connectTimeout = o.connectTimeoutMs ?? 10_000;
     this.upstream.setTimeout(connectTimeout, () => {
@@ -316,7 +340,6 @@ class Relay {
         }),
       );
     }
-    this.upstream.on('data', (b: Buffer) => this.fromUpstream(b));
     this.upstream.on('end', () => this.upstreamEnded());
     this.client.on('data', (b: Buffer) => this.fromClient(b));
     this.client.on('end', () => this.upstream.end());
@@ -325,13 +348,6 @@ class Relay {
         this.noteBuffered();
         this.clientPaused = false;
         this.client.resume();
-      }
-    });
-    this.client.on('drain', () => {
-      if (this.upstreamPaused) {
-        this.noteBuffered();
-        this.upstreamPaused = false;
-        this.upstream.resume();
       }
     });
     if (o.idleTimeoutMs !== undefined && o.idleTimeoutMs > 0) this.startIdleTimer(o.idleTimeoutMs);
@@ -378,28 +394,28 @@ class Relay {
     this.requests.push({ method, route: this.proxy.routes.match(target) });
   }
 
-  private fromUpstream(buf: Buffer): void {
-    if (this.client.destroyed) return;
+  // `n` bytes were read into readBuffer. Returns false to stop reading: the
+  // buffer is reused by the next read, so reading waits until the client
+  // socket has handed every byte of it to the kernel.
+  private fromUpstream(n: number): boolean {
+    if (this.client.destroyed) return false;
     this.lastActivity = Date.now();
-    this.proxy.counters.bytesToClient += buf.length;
+    this.proxy.counters.bytesToClient += n;
+    const buf = this.readBuffer.subarray(0, n);
     const res = this.res;
-    let ok = true;
-    if (res === undefined || res.raw || this.probe === undefined) {
-      ok = this.client.write(buf);
-    } else {
-      ok = this.writeFramed(buf, res.feed(buf), this.probe);
-    }
-    if (!ok && !this.upstreamPaused) {
-      this.upstreamPaused = true;
-      this.proxy.counters.pausesToClient++;
-      this.upstream.pause();
-      this.noteBuffered();
-    }
+    if (res === undefined || res.raw || this.probe === undefined) this.client.write(buf);
+    else this.writeFramed(buf, res.feed(buf), this.probe);
+    if (this.client.writableLength === 0) return true;
+    this.upstreamPaused = true;
+    this.proxy.counters.pausesToClient++;
+    this.noteBuffered();
+    // An empty write completes after every write before it.
+    this.client.write(EMPTY, this.onClientFlushed);
+    return false;
   }
 
   // Splits the relay write at message boundaries so each response is one unit.
-  private writeFramed(buf: Buffer, bounds: Boundary[], probe: Probe): boolean {
-    let ok = true;
+  private writeFramed(buf: Buffer, bounds: Boundary[], probe: Probe): void {
     let pos = 0;
     for (let k = 0; k < bounds.length; k++) {
       const b = bounds[k]!;
@@ -407,7 +423,7 @@ class Relay {
         // The write that holds a response's last byte (or starts a body that
         // runs to EOF) is announced first: it is the one that needs records.
         if (endsAt(bounds, k, b.at)) probe.finishing();
-        ok = this.client.write(buf.subarray(pos, b.at));
+        this.client.write(buf.subarray(pos, b.at));
         pos = b.at;
       }
       switch (b.kind) {
@@ -431,8 +447,7 @@ class Relay {
           break;
       }
     }
-    if (pos < buf.length) ok = this.client.write(pos === 0 ? buf : buf.subarray(pos));
-    return ok;
+    if (pos < buf.length) this.client.write(pos === 0 ? buf : buf.subarray(pos));
   }
 
   // A final response is complete: its request is answered.
