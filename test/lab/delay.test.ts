@@ -33,7 +33,7 @@ describe('DelayLab', () => {
   for (const delayMs of [20, 50]) {
     it(`${delayMs} ms each way gives a steady RTT of about ${2 * delayMs} ms`, async () => {
       const l = await lab({ delayMs });
-      const rtts = await l.udpRtt(20, 20);
+      const rtts = await l.pingRtt(20, 20);
       expect(rtts).toHaveLength(20);
       const target = 2 * delayMs;
       // Every probe, not only the median, within ±25 % of 2 × delay.
@@ -77,7 +77,6 @@ describe('DelayLab', () => {
     server.close();
     await l.teardown();
     const c = l.forwarderCounters!;
-    console.log('forwarder', c);
     expect(c.forwarded).toBeGreaterThan(total / 1500);
     expect(c.sendErrors).toBe(0);
     // The forwarder kept its schedule: no frame left more than a quarter of the delay late
@@ -92,7 +91,7 @@ describe('DelayLab', () => {
     expect(a.server.ns).not.toBe(b.server.ns);
     const names = netnsList();
     for (const ns of [...a.namespaces, ...b.namespaces]) expect(names).toContain(ns);
-    const [ra, rb] = await Promise.all([a.udpRtt(3, 10), b.udpRtt(3, 10)]);
+    const [ra, rb] = await Promise.all([a.pingRtt(3, 10), b.pingRtt(3, 10)]);
     expect(ra).toHaveLength(3);
     expect(rb).toHaveLength(3);
     await a.teardown();

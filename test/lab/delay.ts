@@ -227,20 +227,15 @@ export class DelayLab {
   }
 
   /**
-   * Round-trip times (ms) of `count` UDP probes from the server to an echo in
-   * the client namespace, one every `intervalMs` (a ping: ICMP ping is not on
-   * our machines).
+   * Round-trip times (ms) of `count` ICMP echoes from the server to the client
+   * address, one every `intervalMs` (there is no ping binary on our machines).
+   * The client's kernel answers (no process to schedule there) and the reply's
+   * arrival is the kernel's receive timestamp, so the figures are the path's.
    */
-  async udpRtt(count = 20, intervalMs = 50): Promise<number[]> {
-    const echo = this.spawn('client', ['python3', '-c', UDP_ECHO, this.client.address]);
-    try {
-      await waitForLine(echo, /^ready$/, 5000);
-      const budget = count * (intervalMs + 4 * this.delayMs + 1000) + 5000;
-      const { stdout } = await this.exec('server', ['python3', '-c', UDP_PING, this.client.address, String(count), String(intervalMs / 1000)], budget);
-      return JSON.parse(stdout) as number[];
-    } finally {
-      await stopChild(echo, 1000);
-    }
+  async pingRtt(count = 20, intervalMs = 50): Promise<number[]> {
+    const budget = count * (intervalMs + 2000) + 5000;
+    const { stdout } = await this.exec('server', ['python3', '-c', ICMP_PING, this.client.address, String(count), String(intervalMs / 1000)], budget);
+    return JSON.parse(stdout) as number[];
   }
 
   /**
@@ -329,34 +324,47 @@ function alive(pid: number): boolean {
   }
 }
 
-const UDP_ECHO = `
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 7007))
-print('ready', flush=True)
-while True:
-    data, peer = s.recvfrom(2048)
-    s.sendto(data, peer)
-`;
-
-const UDP_PING = `
-import json, socket, struct, sys, time
+const ICMP_PING = `
+import json, os, socket, struct, sys, time
 host, count, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect((host, 7007))
-s.settimeout(2.0)
+SO_TIMESTAMPNS = 35
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+ident = os.getpid() & 0xffff
+
+def checksum(b):
+    if len(b) % 2:
+        b += b'\\0'
+    c = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    c = (c >> 16) + (c & 0xffff)
+    c += c >> 16
+    return ~c & 0xffff
+
 rtts = []
-for i in range(count):
-    t0 = time.monotonic()
-    s.send(struct.pack('!I', i))
-    while True:
+for seq in range(count):
+    body = b'delaylab'
+    pkt = struct.pack('!BBHHH', 8, 0, 0, ident, seq) + body
+    pkt = struct.pack('!BBHHH', 8, 0, checksum(pkt), ident, seq) + body
+    t0 = time.time()
+    s.sendto(pkt, (host, 0))
+    deadline = t0 + 2.0
+    while time.time() < deadline:
+        s.settimeout(max(0.001, deadline - time.time()))
         try:
-            data = s.recv(64)
+            data, anc, _flags, _addr = s.recvmsg(2048, 64)
         except socket.timeout:
             break
-        if struct.unpack('!I', data[:4])[0] == i:
-            rtts.append((time.monotonic() - t0) * 1000.0)
-            break
+        ihl = (data[0] & 0x0f) * 4
+        typ, _code, _sum, rid, rseq = struct.unpack('!BBHHH', data[ihl:ihl + 8])
+        if typ != 0 or rid != ident or rseq != seq:
+            continue
+        arrived = time.time()
+        for level, kind, d in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(d) >= 16:
+                sec, nsec = struct.unpack('qq', d[:16])
+                arrived = sec + nsec * 1e-9
+        rtts.append((arrived - t0) * 1000.0)
+        break
     time.sleep(interval)
 print(json.dumps(rtts), flush=True)
 `;
