@@ -14,14 +14,14 @@
 //     instrument() emitted during the capture, and they must say 'sndbuf'.
 //  2. Live: instrument() on a small-SO_SNDBUF sender says 'sndbuf'; with a
 //     normal buffer behind a 20 mbit bottleneck it says 'network'.
-//  3. CAPTURE=1 re-records the fixture (see capture-sndbuf.ts).
-import { readFileSync, writeFileSync } from 'node:fs';
+//  3. `npm run capture:fixtures` re-records the fixture (test/fixtures/sndbuf.capture.ts).
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ChunkTracker, type ChronoSnapshot, type ChunkRecord } from '../../agent/model/chunks.js';
 import { parseErrqueueBatch, type TxRecord } from '../../agent/parse/errqueue.js';
 import { parseTcpInfo } from '../../agent/parse/tcp_info.js';
-import { captureSndbuf, sendChunks, type SndbufCapture } from '../fixtures/capture-sndbuf.js';
+import { sendChunks, type SndbufCapture } from '../fixtures/capture-sndbuf.js';
 import { DelayLab } from '../lab/delay.js';
 
 const KiB = 1024;
@@ -168,16 +168,5 @@ describe('live over DelayLab, 20 ms each way', () => {
     }
     // About the bottleneck's rate end to end.
     expect((r.reader.bytes * 8) / r.reader.seconds / 1e6).toBeLessThan(21);
-  });
-});
-
-describe.skipIf(process.env.CAPTURE !== '1')('capture', () => {
-  it('capture: records a sndbuf-limited sender into test/fixtures/sndbuf/capture.json', async () => {
-    const cap = await captureSndbuf({ delayMs: 20, sndbuf: 16 * KiB, chunks: Array.from({ length: 8 }, () => 512 * KiB) });
-    const share = cap.totals.sndbufLimited / cap.totals.busy;
-    console.log(`kernel ${cap.kernel}: busy ${cap.totals.busy} s, sndbuf-limited ${cap.totals.sndbufLimited} s (${(100 * share).toFixed(1)} %)`);
-    // Never overwrite the fixture with a capture that does not show the effect.
-    expect(share).toBeGreaterThan(0.4);
-    writeFileSync(FIXTURE, JSON.stringify(cap, null, 1) + '\n');
   });
 });
