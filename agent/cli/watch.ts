@@ -199,8 +199,11 @@ async function runWatch(argv: readonly string[]): Promise<number> {
 
   const pollOnce = (): void => {
     const t0 = performance.now();
-    const r = source.poll();
-    table.applyPoll(r.sockets, Date.now(), r.listeningPorts, !r.interrupted);
+    // Streamed: each socket goes to the table as it is decoded.
+    const listening = new Set<number>();
+    table.beginPoll(Date.now(), listening);
+    const r = source.poll((s) => table.track(s), listening);
+    table.endPoll(!r.interrupted);
     metrics.pollDuration.observe((performance.now() - t0) / 1000);
     stats.polls++;
     stats.socketsSeen = r.seen;
@@ -220,7 +223,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
         });
       }
     }
-    const sample = r.sockets[0]?.info;
+    const sample = r.sample;
     if (sample !== undefined) {
       if (sample.sndWnd === undefined) {
         logOnce('snd-wnd', 'warn', 'tcp_chrono_connection_peer_rwnd_bytes needs Linux 5.4 or newer (tcpi_snd_wnd); not exported', { kernel: release() });

@@ -21,6 +21,7 @@ import {
   type InetDiagHeader,
   type InetDiagSocket,
   type PortRange,
+  type TcpChrono,
 } from '../parse/inet_diag.js';
 
 /** Native exports of native/diag.cc (declared here, next to their only user). */
@@ -98,15 +99,15 @@ export class SocketFilter {
 
   /** Full check: outside established, only connections that carried data count. */
   matches(s: InetDiagSocket): boolean {
-    if (s.info === undefined) return false;
+    if (s.chrono === undefined) return false;
     if (s.state === TCP_ESTABLISHED) return true;
     return carriedData(s);
   }
 }
 
 export function carriedData(s: InetDiagSocket): boolean {
-  const i = s.info;
-  return i !== undefined && (i.bytesAcked > 0 || (i.bytesReceived ?? 0) > 0);
+  const i = s.chrono;
+  return i !== undefined && (i.bytesAcked > 0 || i.bytesReceived > 0);
 }
 
 /** Parses "a.b.c.d/n" or "v6/n" (a bare address is a /32 or /128). Throws RangeError. */
@@ -126,8 +127,12 @@ export function parseCidr(text: string): { address: string; prefix: number; fami
 }
 
 export interface PollResult {
-  /** Connections that passed every filter, with tcp_info. */
+  /** Connections that passed every filter (empty when a visitor was given to poll()). */
   sockets: InetDiagSocket[];
+  /** How many connections passed every filter. */
+  kept: number;
+  /** The first kept connection's figures (to tell which optional fields this kernel has). */
+  sample?: TcpChrono;
   /** Local ports with a listener (any address, either family). */
   listeningPorts: Set<number>;
   /** Sockets the kernel returned (before the filters applied here). */
@@ -154,19 +159,25 @@ export class DiagSource {
     this.filter = new SocketFilter(spec);
   }
 
-  /** One poll: both families, synchronous (a 50k-socket dump is tens of ms). Throws native errors. */
-  poll(): PollResult {
+  /**
+   * One poll: both families, synchronous (a 50k-socket dump is tens of ms).
+   * With `visit`, connections are streamed to it as they are decoded (a
+   * socket may be visited twice if a dump is retried) and listener ports
+   * are added to `listening` as they are seen; the kernel dumps a family's
+   * listeners before its connections. Throws native errors.
+   */
+  poll(visit?: (s: InetDiagSocket) => void, listening: Set<number> = new Set()): PollResult {
     const t0 = performance.now();
     const result: PollResult = {
       sockets: [],
-      listeningPorts: new Set(),
+      kept: 0,
+      listeningPorts: listening,
       seen: 0,
       parseErrors: 0,
       interruptedRetries: 0,
       interrupted: false,
       durationSeconds: 0,
     };
-    const listening = result.listeningPorts;
     const keep = (h: InetDiagHeader): boolean => {
       if (h.state === TCP_LISTEN) {
         listening.add(h.localPort);
@@ -174,19 +185,25 @@ export class DiagSource {
       }
       return this.filter.matchesHeader(h);
     };
+    const accept = (s: InetDiagSocket): void => {
+      if (!this.filter.matches(s)) return;
+      result.kept++;
+      result.sample ??= s.chrono;
+      if (visit !== undefined) visit(s);
+      else result.sockets.push(s);
+    };
     for (const family of [AF_INET, AF_INET6]) {
       for (let attempt = 0; ; attempt++) {
         const raw = this.binding.diagDump(family, this.filter.statesMask, EXT, this.filter.bytecode);
-        const batch = parseDiagBatch(raw, keep);
+        const batch = parseDiagBatch(raw, keep, accept);
         if (batch.interrupted && attempt < MAX_INTR_RETRIES) {
           result.interruptedRetries++;
           continue;
         }
         result.interrupted ||= batch.interrupted;
-        result.seen += batch.sockets.length + batch.filtered;
+        result.seen += batch.decoded + batch.filtered;
         result.parseErrors += batch.parseErrors;
         result.firstParseError ??= batch.firstError;
-        for (const s of batch.sockets) if (this.filter.matches(s)) result.sockets.push(s);
         break;
       }
     }

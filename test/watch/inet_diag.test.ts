@@ -71,7 +71,9 @@ describe('live dump (loopback sockets of this process)', () => {
     expect(r.listeningPorts.has(b)).toBe(false);
     expect(r.parseErrors).toBe(0);
     const conn = r.sockets.find((s) => s.localPort === a)!;
-    expect(conn.info?.bytesAcked).toBeGreaterThanOrEqual(100_000);
+    expect(conn.chrono?.bytesAcked).toBeGreaterThanOrEqual(100_000);
+    expect(conn.info?.bytesAcked).toBe(conn.chrono?.bytesAcked);
+    expect(conn.cookie).toBe(BigInt(conn.key));
     expect(conn.cong).toBeTruthy();
     expect(conn.skmem?.sndbuf).toBeGreaterThan(0);
     expect(conn.inode).toBeGreaterThan(0);
@@ -84,6 +86,16 @@ describe('live dump (loopback sockets of this process)', () => {
     for (const p of ports) expect(all.sockets.some((s) => s.localPort === p)).toBe(true);
     const none = new DiagSource({ ports: [{ from: lo, to: hi }], remoteCidrs: ['192.0.2.0/24'], states: DEFAULT_STATES }).poll();
     expect(none.sockets.filter((s) => ports.includes(s.localPort))).toEqual([]);
+  });
+
+  it('the fast tcp_info subset reads what parseTcpInfo reads', () => {
+    const r = new DiagSource({ ports: [], remoteCidrs: [], states: DEFAULT_STATES }).poll();
+    expect(r.sockets.length).toBeGreaterThan(0);
+    for (const s of r.sockets) {
+      const full = s.info!;
+      const fast = s.chrono!;
+      for (const k of Object.keys(fast) as (keyof typeof fast)[]) expect([k, fast[k]]).toEqual([k, full[k]]);
+    }
   });
 
   it('bytecode layout: one 16-byte block, or 20 per range plus 16 for the last', () => {

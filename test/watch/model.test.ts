@@ -1,13 +1,13 @@
 // Connection table accounting and metric exposition, on synthetic sockets.
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import type { InetDiagSocket } from '../../agent/parse/inet_diag.js';
-import type { TcpInfo } from '../../agent/parse/tcp_info.js';
+import type { InetDiagSocket, TcpChrono } from '../../agent/parse/inet_diag.js';
 import { ConnectionTable } from '../../agent/model/connections.js';
-import { WatchMetrics, type SelfSnapshot } from '../../agent/export/metrics.js';
+import { WatchMetrics, topK, type SelfSnapshot } from '../../agent/export/metrics.js';
+import fc from 'fast-check';
 
 let nextKey = 1;
-function sock(over: Partial<InetDiagSocket> & { key?: number }, info: Partial<TcpInfo>): InetDiagSocket {
+function sock(over: Partial<InetDiagSocket> & { key?: number }, chrono: Partial<TcpChrono>): InetDiagSocket {
   const key = over.key ?? nextKey++;
   return {
     family: 4,
@@ -26,7 +26,8 @@ function sock(over: Partial<InetDiagSocket> & { key?: number }, info: Partial<Tc
     uid: 0,
     inode: 0,
     ...over,
-    info: {
+    chrono: {
+      state: 1,
       busyTime: 0,
       rwndLimited: 0,
       sndbufLimited: 0,
@@ -37,8 +38,10 @@ function sock(over: Partial<InetDiagSocket> & { key?: number }, info: Partial<Tc
       sndCwnd: 10,
       deliveryRate: 1000,
       sndWnd: 65535,
-      ...info,
-    } as TcpInfo,
+      notsentBytes: 0,
+      appLimited: false,
+      ...chrono,
+    },
   };
 }
 
@@ -150,6 +153,16 @@ describe('WatchMetrics', () => {
     execFileSync('promtool', ['check', 'metrics'], { input: text });
   });
 
+  it('escapes label values (a comm may hold quotes, backslashes, newlines)', async () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    t.applyPoll([sock({ key: 300 }, { busyTime: 1, bytesAcked: 10 })], 1000, LISTEN);
+    t.open.get(300)!.owner = { pid: 42, comm: 'we"ird\\na\nme' };
+    const m = new WatchMetrics(t, undefined, () => SELF, { maxConnections: 10, info: { version: 'test', kernel: 'test', destroyFeed: 'on' } });
+    const text = await m.render();
+    expect(text).toContain('pid="42",comm="we\\"ird\\\\na\\nme"');
+    execFileSync('promtool', ['check', 'metrics'], { input: text });
+  });
+
   it('exports a closed connection once more, then drops its series', async () => {
     const t = new ConnectionTable({ closeGraceMs: 0 });
     const m = new WatchMetrics(t, undefined, () => SELF, {
@@ -165,5 +178,17 @@ describe('WatchMetrics', () => {
     const after = await m.render();
     expect(after).not.toContain('remote="10.0.0.2:40200"');
     expect(metricValue(after, 'tcp_chrono_bytes_acked_total', { port: '8080' })).toBe(20);
+  });
+});
+
+describe('topK', () => {
+  it('agrees with a full sort (ties broken by the second key)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 5 })), { maxLength: 60 }), fc.nat(70), (xs, k) => {
+        const got = topK(xs.map((x) => x[0]), xs.map((x) => x[1]), k).map((i) => xs[i]);
+        const want = [...xs].sort((p, q) => q[0] - p[0] || q[1] - p[1]).slice(0, k);
+        expect(got).toEqual(want);
+      }),
+    );
   });
 });
