@@ -143,8 +143,12 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   }
   const intervalMs = o.interval * 1000;
   const source = new DiagSource({ ports: o.port, remoteCidrs: o.remoteCidr, states: o.state });
-  const table = new ConnectionTable({ closeGraceMs: 0, portsChosen: o.port.length > 0 });
   const owners = o.owners === 'on' ? new OwnerResolver() : undefined;
+  const table = new ConnectionTable({
+    closeGraceMs: 0,
+    portsChosen: o.port.length > 0,
+    onNew: owners !== undefined ? (c) => owners.request(c) : undefined,
+  });
   const degraded: string[] = [];
 
   const stats = {
@@ -232,7 +236,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
         logOnce('retrans', 'warn', 'retransmitted bytes need Linux 4.19 or newer (tcpi_bytes_retrans); reported as 0', { kernel: release() });
       }
     }
-    if (owners !== undefined) owners.want(Array.from(table.open.values(), (c) => c.inode));
+    void owners?.flush();
   };
 
   // The first poll runs before anything is announced: if it cannot work, say why and stop.

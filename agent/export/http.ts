@@ -63,7 +63,7 @@ export function createApp(deps: HttpDeps): express.Express {
     }
     const all = [...deps.table.open.values()].sort(SORTS[sort as keyof typeof SORTS]);
     const page = all.slice(0, limit);
-    for (const c of page) c.owner ??= deps.owners?.lookup(c.inode);
+    for (const c of page) if (c.owner === undefined) deps.owners?.request(c);
     res.json({ total: all.length, sort, connections: page.map(connectionJson) });
   });
 

@@ -255,7 +255,7 @@ export class WatchMetrics {
     const chosen: { c: Connection; labels: string }[] = [];
     const seen = new Set<string>();
     for (const c of this.selectExported()) {
-      c.owner ??= this.owners?.lookup(c.inode);
+      if (c.owner === undefined) this.owners?.request(c); // found by a later scan, best effort
       const pid = c.owner !== undefined ? String(c.owner.pid) : '';
       const labels = `port="${c.localPort}",remote="${escapeLabel(c.remote)}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"`;
       // Two sockets with one label set (same peer on two local addresses, or

@@ -85,6 +85,8 @@ export interface TableOptions {
   portsChosen?: boolean;
   /** Time constant of the decayed activity used by the cardinality cap. */
   recentTauSeconds?: number;
+  /** Called for each connection a poll sees for the first time (e.g. to look up its owner). */
+  onNew?: (c: Connection) => void;
 }
 
 interface Tombstone extends Figures {
@@ -110,6 +112,7 @@ export class ConnectionTable {
       portsChosen: false,
       recentTauSeconds: 60,
       ...opts,
+      onNew: opts.onNew ?? (() => undefined),
     };
   }
 
@@ -156,6 +159,7 @@ export class ConnectionTable {
     if (c === undefined) {
       c = this.create(s, this.pollNow);
       this.open.set(s.key, c);
+      this.opts.onNew(c);
     }
     c.seenGen = this.generation;
     c.missingSince = undefined;

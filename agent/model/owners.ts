@@ -1,125 +1,120 @@
 // Owner process of a socket (pid, comm), found the way ss -p does: the
 // socket's inode appears as a `socket:[inode]` link under /proc/PID/fd/.
-// Best effort and off the poll path: a scan runs in the background (async
-// fs, so the event loop keeps serving), only when an inode we need is
-// unknown, and at most every `minRescanMs`. Only the inodes asked for are
-// remembered, so memory follows the exported connections, not the host.
+// Best effort and off the poll path: connections that need an owner are
+// queued, and a background scan (async fs, the event loop keeps serving)
+// runs at most every `minRescanMs`, writing the owner onto the connection
+// itself, so nothing is cached here and memory follows the connections.
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 
 export interface Owner {
   pid: number;
   comm: string;
 }
 
+/** What the resolver needs of a connection. */
+export interface Ownable {
+  inode: number;
+  owner?: Owner;
+}
+
 export interface OwnerStats {
   scans: number;
   lastScanSeconds: number;
-  /** fds we could not read (other users' processes without CAP_SYS_PTRACE, races). */
+  /** Processes whose fds could not be listed (other users without CAP_SYS_PTRACE, races). */
   unreadable: number;
 }
 
 export interface OwnerOptions {
   procRoot?: string;
   minRescanMs?: number;
-  /** How long an inode no process holds stays "unknown" before it may trigger a scan again. */
-  negativeMs?: number;
   /** readlink calls in flight. */
   concurrency?: number;
 }
 
 export class OwnerResolver {
   readonly stats: OwnerStats = { scans: 0, lastScanSeconds: 0, unreadable: 0 };
-  private readonly known = new Map<number, Owner>();
-  private readonly missing = new Map<number, number>(); // inode -> retry after (ms)
+  private pending = new Set<Ownable>();
   private scanning: Promise<void> | undefined;
   private lastScan = -Infinity;
   private readonly procRoot: string;
   private readonly minRescanMs: number;
-  private readonly negativeMs: number;
   private readonly concurrency: number;
 
   constructor(opts: OwnerOptions = {}) {
     this.procRoot = opts.procRoot ?? '/proc';
-    this.minRescanMs = opts.minRescanMs ?? 10_000;
-    this.negativeMs = opts.negativeMs ?? 60_000;
+    this.minRescanMs = opts.minRescanMs ?? 5_000;
     this.concurrency = opts.concurrency ?? 32;
   }
 
-  /** Cached owner of a socket inode, if a scan has found it. */
-  lookup(inode: number): Owner | undefined {
-    return this.known.get(inode);
+  /** Queues a connection whose owner is unknown (no-op if known or fileless). */
+  request(c: Ownable): void {
+    if (c.owner === undefined && c.inode !== 0) this.pending.add(c);
   }
 
   /**
-   * Declares the inodes currently needed; starts a background scan when one
-   * of them is unknown and the last scan is old enough. Forgets inodes no
-   * longer needed. Never throws; returns the running scan (tests await it).
+   * Starts a background scan for the queued connections if the last one is
+   * old enough. Never throws; returns the running scan (tests await it).
    */
-  want(inodes: Iterable<number>, now = Date.now()): Promise<void> | undefined {
-    const wanted = new Set<number>();
-    let unknown = false;
-    for (const ino of inodes) {
-      if (ino === 0) continue;
-      wanted.add(ino);
-      if (!this.known.has(ino) && (this.missing.get(ino) ?? -Infinity) <= now) unknown = true;
-    }
-    for (const ino of this.known.keys()) if (!wanted.has(ino)) this.known.delete(ino);
-    for (const ino of this.missing.keys()) if (!wanted.has(ino)) this.missing.delete(ino);
-    if (unknown && this.scanning === undefined && now - this.lastScan >= this.minRescanMs) {
+  flush(now = Date.now()): Promise<void> | undefined {
+    if (this.pending.size > 0 && this.scanning === undefined && now - this.lastScan >= this.minRescanMs) {
       this.lastScan = now;
-      this.scanning = this.scan(wanted, now).finally(() => {
-        this.scanning = undefined;
-      });
+      const batch = this.pending;
+      this.pending = new Set();
+      this.scanning = this.scan(batch)
+        .catch(() => undefined)
+        .finally(() => {
+          this.scanning = undefined;
+        });
     }
     return this.scanning;
   }
 
-  private async scan(wanted: Set<number>, now: number): Promise<void> {
+  private async scan(batch: Set<Ownable>): Promise<void> {
     const t0 = performance.now();
-    const found = new Map<number, number>(); // inode -> pid
-    let pids: string[] = [];
-    try {
-      pids = (await readdir(this.procRoot)).filter((d) => /^\d+$/.test(d));
-    } catch {
-      return;
+    const wanted = new Map<number, Ownable[]>();
+    for (const c of batch) {
+      if (c.owner !== undefined) continue;
+      const list = wanted.get(c.inode);
+      if (list === undefined) wanted.set(c.inode, [c]);
+      else list.push(c);
     }
+    if (wanted.size === 0) return;
+    const pids = (await readdir(this.procRoot)).filter((d) => /^\d+$/.test(d));
     for (const pid of pids) {
-      let fds: string[];
+      if (wanted.size === 0) break;
       const fdDir = join(this.procRoot, pid, 'fd');
+      let fds: string[];
       try {
         fds = await readdir(fdDir);
       } catch {
         this.stats.unreadable++;
         continue;
       }
-      for (let i = 0; i < fds.length; i += this.concurrency) {
+      let found: Ownable[] = [];
+      for (let i = 0; i < fds.length && wanted.size > 0; i += this.concurrency) {
         const links = await Promise.all(
           fds.slice(i, i + this.concurrency).map((fd) => readlink(join(fdDir, fd)).catch(() => '')),
         );
         for (const l of links) {
           if (!l.startsWith('socket:[')) continue;
           const ino = Number(l.slice(8, -1));
-          if (wanted.has(ino) && !found.has(ino)) found.set(ino, Number(pid));
+          const conns = wanted.get(ino);
+          if (conns === undefined) continue;
+          wanted.delete(ino);
+          found = found.concat(conns);
         }
       }
-    }
-    const comms = new Map<number, string>();
-    for (const pid of new Set(found.values())) {
+      if (found.length === 0) continue;
+      let comm = '';
       try {
-        comms.set(pid, (await readFile(join(this.procRoot, String(pid), 'comm'), 'utf8')).trim());
+        comm = (await readFile(join(this.procRoot, pid, 'comm'), 'utf8')).trim();
       } catch {
-        comms.set(pid, '');
+        // exited meanwhile: the pid is still the best answer
       }
-    }
-    for (const ino of wanted) {
-      const pid = found.get(ino);
-      if (pid === undefined) {
-        if (!this.known.has(ino)) this.missing.set(ino, now + this.negativeMs);
-      } else {
-        this.known.set(ino, { pid, comm: comms.get(pid) ?? '' });
-        this.missing.delete(ino);
-      }
+      const owner: Owner = { pid: Number(pid), comm };
+      for (const c of found) c.owner ??= owner;
     }
     this.stats.scans++;
     this.stats.lastScanSeconds = (performance.now() - t0) / 1000;

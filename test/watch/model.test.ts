@@ -192,3 +192,26 @@ describe('topK', () => {
     );
   });
 });
+
+describe('OwnerResolver', () => {
+  it('finds the pid and comm of a socket of this process through /proc', async () => {
+    const { OwnerResolver } = await import('../../agent/model/owners.js');
+    const { createServer, connect } = await import('node:net');
+    const { DiagSource, DEFAULT_STATES } = await import('../../agent/sources/diag.js');
+    const srv = createServer((c) => c.write('hi')).listen(0, '127.0.0.1');
+    await new Promise((r) => srv.once('listening', r));
+    const port = (srv.address() as { port: number }).port;
+    const client = connect(port, '127.0.0.1');
+    await new Promise((r) => client.once('data', r));
+    const sock = new DiagSource({ ports: [{ from: port, to: port }], remoteCidrs: [], states: DEFAULT_STATES }).poll().sockets[0];
+    expect(sock?.inode).toBeGreaterThan(0);
+    const r = new OwnerResolver({ minRescanMs: 0 });
+    const conn: { inode: number; owner?: { pid: number; comm: string } } = { inode: sock!.inode };
+    r.request(conn);
+    await r.flush();
+    expect(conn.owner).toEqual({ pid: process.pid, comm: expect.any(String) });
+    expect(r.stats.scans).toBe(1);
+    client.destroy();
+    srv.close();
+  });
+});
