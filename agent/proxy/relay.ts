@@ -204,11 +204,14 @@ class Relay {
   private readonly upstream: Socket;
   private readonly readBuffer: Buffer;
   private readonly onClientFlushed = (): void => {
-    if (!this.upstreamPaused || this.client.writableLength > 0) return;
+    if (this.client.writableLength > 0) return;
+    if (this.pushPending) this.push();
+    if (!this.upstreamPaused) return;
     this.noteBuffered();
     this.upstreamPaused = false;
     if (!this.upstream.destroyed) this.upstream.resume();
   };
+  private pushPending = false;
   private probe: Probe | undefined;
   private connected = false;
   private done = false;
@@ -233,7 +236,9 @@ class Relay {
     const o = proxy.opts;
     this.remote = `${client.remoteAddress}:${client.remotePort}`;
     this.port = client.localPort ?? 0;
-    client.setNoDelay(true);
+    // Nagle stays on toward the client (see push()); requests to the upstream
+    // are small and go at once.
+    client.setNoDelay(false);
     if (o.http !== 'off') {
       this.req = new Framer('request');
       this.res = new Framer('response', { requestMethod: (i) => this.requestAt(i)?.method });
@@ -405,13 +410,32 @@ class Relay {
     const res = this.res;
     if (res === undefined || res.raw || this.probe === undefined) this.client.write(buf);
     else this.writeFramed(buf, res.feed(buf), this.probe);
-    if (this.client.writableLength === 0) return true;
+    // A read that did not fill the buffer emptied the upstream's queue: no
+    // more bytes are known to follow, so the tail goes out now.
+    const more = n === this.readBuffer.length;
+    if (this.client.writableLength === 0) {
+      if (!more) this.push();
+      return true;
+    }
+    if (!more) this.pushPending = true;
     this.upstreamPaused = true;
     this.proxy.counters.pausesToClient++;
     this.noteBuffered();
     // An empty write completes after every write before it.
     this.client.write(EMPTY, this.onClientFlushed);
     return false;
+  }
+
+  // Sends a sub-MSS tail held by Nagle now (setting TCP_NODELAY pushes pending
+  // frames), like MSG_MORE left off the last write. Nagle on with a push
+  // where the stream pauses: full segments while bytes keep coming (with
+  // TCP_NODELAY every relay write would end in a small segment, which halved
+  // bulk throughput on loopback), no Nagle delay when they stop.
+  private push(): void {
+    this.pushPending = false;
+    if (this.client.destroyed) return;
+    this.client.setNoDelay(true);
+    this.client.setNoDelay(false);
   }
 
   // Splits the relay write at message boundaries so each response is one unit.

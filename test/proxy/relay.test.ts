@@ -161,6 +161,44 @@ describe('relay', () => {
   });
 });
 
+describe('latency', () => {
+  it('small replies in several writes are not held back (Nagle toward the client, pushed when the upstream pauses)', async () => {
+    const server = await upstreamServer('127.0.0.1', (s) => {
+      s.setNoDelay(true); // a latency-minded server: any delay seen is the proxy's
+      s.on('data', () => {
+        // Three small writes a moment apart: the pattern Nagle + delayed ACKs delays by ~40 ms.
+        s.write(Buffer.alloc(100, 1));
+        setTimeout(() => s.write(Buffer.alloc(100, 2)), 1);
+        setTimeout(() => s.write(Buffer.alloc(100, 3)), 2);
+      });
+    });
+    const proxy = await startProxy(portOf(server));
+    const client = await connectTo(proxy);
+    client.setNoDelay(true);
+    const rtts: number[] = [];
+    let got = 0;
+    let done: (() => void) | undefined;
+    client.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got >= 300) {
+        got -= 300;
+        done?.();
+      }
+    });
+    for (let i = 0; i < 40; i++) {
+      const t0 = performance.now();
+      await new Promise<void>((resolve) => {
+        done = resolve;
+        client.write('ping');
+      });
+      rtts.push(performance.now() - t0);
+    }
+    rtts.sort((a, b) => a - b);
+    expect(rtts[Math.floor(rtts.length / 2)]).toBeLessThan(15);
+    expect(rtts[Math.floor(rtts.length * 0.9)]).toBeLessThan(30);
+  });
+});
+
 describe('PROXY protocol', () => {
   async function firstBytes(version: 'v1' | 'v2', host: '127.0.0.1' | '::1'): Promise<{ got: Buffer; client: net.Socket; proxy: Proxy }> {
     let resolveGot: (b: Buffer) => void;
