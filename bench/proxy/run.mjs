@@ -104,7 +104,9 @@ const cases = [
 ];
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 console.log(`tcp-chronograph proxy vs direct, loopback, ${seconds} s per run, median of ${rounds} rounds; endpoints on CPU 1, proxy on CPU 0`);
+console.log(`load average at start: ${loadavg()} (other work on the machine skews every figure but the proxy's s/GB)`);
 for (const streams of streamCounts) {
   const runs = cases.map(() => []);
   for (let r = 0; r < rounds; r++) for (const [i, c] of cases.entries()) runs[i].push(await one(c, streams));
@@ -127,3 +129,4 @@ for (const streams of streamCounts) {
     console.log(`  ${r.label.padEnd(44)} ${r.gbps.toFixed(2).padStart(6)} Gbit/s (${(r.gbps / base.gbps).toFixed(2)}x)${proxyPart}`);
   }
 }
+console.log(`\nload average at end: ${loadavg()}`);
