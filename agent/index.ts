@@ -5,3 +5,5 @@ export { instrumentHttp } from './http.js';
 export type { HttpInstrumentOptions, HttpProbe, HttpChunkRecord } from './http.js';
 export { classify, shares } from './model/classify.js';
 export type { Limit, Shares, ChronoDelta } from './model/classify.js';
+export { ChunkMetrics } from './export/chunk_metrics.js';
+export type { ChunkLabels, ChunkMetricsOptions } from './export/chunk_metrics.js';
