@@ -25,42 +25,11 @@ constexpr size_t kRecvChunk = 64 * 1024;
 // A dump that stalls this long means something is wrong with the socket.
 constexpr int kRecvTimeoutSec = 5;
 
-// Storage of dump buffers already collected by JS, reused by the next dump:
-// a 100k-socket dump is 40 MB, and fresh memory for it each poll costs ~10k
-// page faults (measured ~1.3x the C dump's CPU without reuse). The external
-// memory of a big Buffer makes V8 collect it soon, so blocks come back.
-struct Block {
-  uint8_t* data;
-  size_t cap;
-};
-std::vector<Block> g_free_blocks;
-constexpr size_t kMaxFreeBlocks = 2;
-
-void RecycleBlock(Napi::Env, uint8_t* data, size_t* cap) {
-  if (g_free_blocks.size() < kMaxFreeBlocks) {
-    g_free_blocks.push_back({data, *cap});
-  } else {
-    std::free(data);
-  }
-  delete cap;
-}
-
 // Growable byte buffer whose storage is handed to a JS Buffer without a copy.
 struct RawBuf {
   uint8_t* data = nullptr;
   size_t len = 0, cap = 0;
   ~RawBuf() { std::free(data); }
-  // Starts from the largest recycled block, if any.
-  void TakeRecycled() {
-    if (data != nullptr || g_free_blocks.empty()) return;
-    auto best = g_free_blocks.begin();
-    for (auto it = g_free_blocks.begin(); it != g_free_blocks.end(); ++it) {
-      if (it->cap > best->cap) best = it;
-    }
-    data = best->data;
-    cap = best->cap;
-    g_free_blocks.erase(best);
-  }
   bool Reserve(size_t extra) {
     if (len + extra <= cap) return true;
     size_t ncap = cap == 0 ? 256 * 1024 : cap;
@@ -220,12 +189,11 @@ int ReceiveDump(int fd, uint32_t seq, RawBuf& out, const char** syscall) {
   }
 }
 
-// diagDump(family, statesMask, extMask, bytecode?) -> Buffer of nlmsghdr-framed
-// responses, NLMSG_DONE included (its flags carry NLM_F_DUMP_INTR, if any).
-Napi::Value DiagDump(const Napi::CallbackInfo& info) {
+// Parses (family, statesMask, extMask, bytecode?) and runs one dump into out.
+void RunDump(const Napi::CallbackInfo& info, const char* name, RawBuf& out) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
-    throw Napi::TypeError::New(env, "diagDump(family, statesMask, extMask, bytecode?) needs three numbers");
+    throw Napi::TypeError::New(env, std::string(name) + "(family, statesMask, extMask, bytecode?) needs three numbers");
   }
   uint32_t family = info[0].As<Napi::Number>().Uint32Value();
   if (family != AF_INET && family != AF_INET6) throw Napi::TypeError::New(env, "family must be AF_INET or AF_INET6");
@@ -254,8 +222,6 @@ Napi::Value DiagDump(const Napi::CallbackInfo& info) {
     ResetDumpSocket();
     throw ErrnoError(env, "sendmsg(NETLINK_SOCK_DIAG)", err);
   }
-  RawBuf out;
-  out.TakeRecycled();
   const char* syscall = "recvmsg(NETLINK_SOCK_DIAG)";
   err = ReceiveDump(g_dump_fd, seq, out, &syscall);
   if (err != 0) {
@@ -263,14 +229,50 @@ Napi::Value DiagDump(const Napi::CallbackInfo& info) {
     ResetDumpSocket();
     throw ErrnoError(env, syscall, err);
   }
+}
+
+// diagDump(family, statesMask, extMask, bytecode?) -> Buffer of nlmsghdr-framed
+// responses, NLMSG_DONE included (its flags carry NLM_F_DUMP_INTR, if any).
+// A new Buffer per call: simple, for occasional dumps.
+Napi::Value DiagDump(const Napi::CallbackInfo& info) {
+  RawBuf out;
+  RunDump(info, "diagDump", out);
   size_t len = out.len;
-  size_t* cap = new size_t(out.cap);
   uint8_t* data = out.Release();
-  if (data == nullptr) {
-    delete cap;
-    return Napi::Buffer<uint8_t>::New(env, 0);
-  }
-  return Napi::Buffer<uint8_t>::New(env, data, len, RecycleBlock, cap);
+  if (data == nullptr) return Napi::Buffer<uint8_t>::New(info.Env(), 0);
+  return Napi::Buffer<uint8_t>::New(info.Env(), data, len, [](Napi::Env, uint8_t* p) { std::free(p); });
+}
+
+// The polling path. A fresh 40 MB Buffer per poll (100k sockets) costs page
+// faults and, worse, tells V8 that external memory grew: it then runs a full
+// mark-compact of the whole heap (the connection table) every poll. So the
+// dump lands in one native scratch area reused across polls and is copied
+// into a Buffer the caller reuses too.
+RawBuf g_scratch;
+
+Napi::Value CopyScratch(Napi::Env env, const Napi::Value& target) {
+  if (!target.IsBuffer()) throw Napi::TypeError::New(env, "into must be a Buffer");
+  auto into = target.As<Napi::Buffer<uint8_t>>();
+  double len = static_cast<double>(g_scratch.len);
+  if (into.Length() < g_scratch.len) return Napi::Number::New(env, -len);
+  if (g_scratch.len > 0) std::memcpy(into.Data(), g_scratch.data, g_scratch.len);
+  return Napi::Number::New(env, len);
+}
+
+// diagDumpInto(family, statesMask, extMask, bytecode | undefined, into) -> bytes
+// copied into `into`, or -bytes if it is too small (then call diagCopyLast
+// with a Buffer at least that big).
+Napi::Value DiagDumpInto(const Napi::CallbackInfo& info) {
+  if (info.Length() < 5) throw Napi::TypeError::New(info.Env(), "diagDumpInto needs a target Buffer");
+  g_scratch.len = 0;
+  RunDump(info, "diagDumpInto", g_scratch);
+  return CopyScratch(info.Env(), info[4]);
+}
+
+// diagCopyLast(into) -> bytes copied, or -bytes if `into` is too small.
+Napi::Value DiagCopyLast(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1) throw Napi::TypeError::New(info.Env(), "diagCopyLast needs a target Buffer");
+  return CopyScratch(info.Env(), info[0]);
 }
 
 // Subscriber to SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY: the
@@ -402,6 +404,8 @@ class DestroyFeed : public Napi::ObjectWrap<DestroyFeed> {
 
 void InitDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("diagDump", Napi::Function::New(env, DiagDump));
+  exports.Set("diagDumpInto", Napi::Function::New(env, DiagDumpInto));
+  exports.Set("diagCopyLast", Napi::Function::New(env, DiagCopyLast));
   exports.Set("DestroyFeed", DestroyFeed::Define(env));
 }
 

@@ -30,7 +30,11 @@ export interface NativeDestroyFeed {
   stats(): { wakeups: number; datagrams: number; bytes: number; overruns: number; errors: number };
 }
 export interface DiagBinding {
+  /** One dump into a new Buffer. */
   diagDump(family: number, statesMask: number, extMask: number, bytecode?: Buffer): Buffer;
+  /** One dump copied into `into`: bytes, or -bytes if `into` is too small (then diagCopyLast). */
+  diagDumpInto(family: number, statesMask: number, extMask: number, bytecode: Buffer | undefined, into: Buffer): number;
+  diagCopyLast(into: Buffer): number;
   DestroyFeed: new (onBatch: (datagrams: Buffer) => void) => NativeDestroyFeed;
 }
 export function diagBinding(): DiagBinding {
@@ -151,20 +155,25 @@ const MAX_INTR_RETRIES = 2;
 
 export class DiagSource {
   readonly filter: SocketFilter;
+  /** Reused by every streamed dump (see diagDumpInto in native/diag.cc for why). */
+  private scratch: Buffer;
 
   constructor(
     spec: DiagFilter,
     private readonly binding: DiagBinding = diagBinding(),
+    scratchBytes = 256 * 1024,
   ) {
     this.filter = new SocketFilter(spec);
+    this.scratch = Buffer.allocUnsafeSlow(scratchBytes);
   }
 
   /**
    * One poll: both families, synchronous (a 50k-socket dump is tens of ms).
    * With `visit`, connections are streamed to it as they are decoded (a
-   * socket may be visited twice if a dump is retried) and listener ports
-   * are added to `listening` as they are seen; the kernel dumps a family's
-   * listeners before its connections. Throws native errors.
+   * socket may be visited twice if a dump is retried; it is valid only
+   * during the call, its bytes are reused by the next dump) and listener
+   * ports are added to `listening` as they are seen; the kernel dumps a
+   * family's listeners before its connections. Throws native errors.
    */
   poll(visit?: (s: InetDiagSocket) => void, listening: Set<number> = new Set()): PollResult {
     const t0 = performance.now();
@@ -194,7 +203,7 @@ export class DiagSource {
     };
     for (const family of [AF_INET, AF_INET6]) {
       for (let attempt = 0; ; attempt++) {
-        const raw = this.binding.diagDump(family, this.filter.statesMask, EXT, this.filter.bytecode);
+        const raw = visit !== undefined ? this.dumpReused(family) : this.binding.diagDump(family, this.filter.statesMask, EXT, this.filter.bytecode);
         const batch = parseDiagBatch(raw, keep, accept);
         if (batch.interrupted && attempt < MAX_INTR_RETRIES) {
           result.interruptedRetries++;
@@ -209,5 +218,15 @@ export class DiagSource {
     }
     result.durationSeconds = (performance.now() - t0) / 1000;
     return result;
+  }
+
+  private dumpReused(family: number): Buffer {
+    let n = this.binding.diagDumpInto(family, this.filter.statesMask, EXT, this.filter.bytecode, this.scratch);
+    if (n < 0) {
+      // Grown with headroom; never shrunk (the peak is what it must hold).
+      this.scratch = Buffer.allocUnsafeSlow(Math.ceil(-n * 1.25));
+      n = this.binding.diagCopyLast(this.scratch);
+    }
+    return this.scratch.subarray(0, n);
   }
 }

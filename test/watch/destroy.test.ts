@@ -6,6 +6,8 @@ import type { DiagBinding } from '../../agent/sources/diag.js';
 function refusing(code: string): DiagBinding {
   return {
     diagDump: () => Buffer.alloc(0),
+    diagDumpInto: () => 0,
+    diagCopyLast: () => 0,
     DestroyFeed: class {
       constructor() {
         throw Object.assign(new Error(`bind(SKNLGRP_INET_TCP_DESTROY) failed: ${code}`), { code, errno: -1, syscall: 'bind(SKNLGRP_INET_TCP_DESTROY)' });
@@ -37,6 +39,8 @@ describe('DestroyFeed.start', () => {
     let deliver: ((b: Buffer) => void) | undefined;
     const binding: DiagBinding = {
       diagDump: () => Buffer.alloc(0),
+    diagDumpInto: () => 0,
+    diagCopyLast: () => 0,
       DestroyFeed: class {
         constructor(cb: (b: Buffer) => void) {
           deliver = cb;

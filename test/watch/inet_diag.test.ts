@@ -98,6 +98,22 @@ describe('live dump (loopback sockets of this process)', () => {
     }
   });
 
+  it('streamed polls (reused, growing buffer) see what collected polls see', () => {
+    const spec = { ports: [], remoteCidrs: [], states: DEFAULT_STATES };
+    const collected = new DiagSource(spec).poll();
+    const streamed: { key: number | string; remote: string; acked: number }[] = [];
+    const src = new DiagSource(spec, undefined, 64); // far too small: grows on the first dump
+    for (let i = 0; i < 2; i++) {
+      streamed.length = 0;
+      const r = src.poll((s) => streamed.push({ key: s.key, remote: `${s.remoteAddress}:${s.remotePort}`, acked: s.chrono!.bytesAcked }));
+      expect(r.sockets).toEqual([]);
+      expect(r.kept).toBe(streamed.length);
+    }
+    const mine = (k: number | string): boolean => collected.sockets.some((s) => s.key === k && ports.includes(s.localPort));
+    const want = collected.sockets.filter((s) => ports.includes(s.localPort)).map((s) => `${s.key} ${s.remoteAddress}:${s.remotePort}`).sort();
+    expect(streamed.filter((s) => mine(s.key)).map((s) => `${s.key} ${s.remote}`).sort()).toEqual(want);
+  });
+
   it('bytecode layout: one 16-byte block, or 20 per range plus 16 for the last', () => {
     expect(portFilterBytecode([])).toBeUndefined();
     expect(portFilterBytecode([{ from: 1, to: 2 }])?.length).toBe(16);
