@@ -6,7 +6,8 @@
         "native/addon.cc",
         "native/errqueue.cc",
         "native/sockopt.cc",
-        "native/diag.cc"
+        "native/diag.cc",
+        "native/attach.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

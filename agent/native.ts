@@ -66,3 +66,52 @@ export function explain(e: unknown, hint: Partial<Record<string, string>>): unkn
   if (sentence !== undefined) e.message = `${sentence} (${e.syscall}: ${e.code})`;
   return e;
 }
+
+// ---- attach mode (native/attach.cc) ----
+
+export interface AttachDrainerStats {
+  /** Thread wake-ups with at least one event. */
+  wakeups: number;
+  /** Error queues emptied (one per signalled socket per wake-up). */
+  drains: number;
+  records: number;
+  /** Records read (so the target's queue emptied) but thrown away: JavaScript was too far behind. */
+  dropped: number;
+  errors: number;
+  /** Batches handed to JavaScript. */
+  posts: number;
+  /** Sockets found closed by the target while draining. */
+  gone: number;
+  watched: number;
+}
+
+/** A thread draining other processes' sockets (see native/attach.cc). */
+export interface NativeAttachDrainer {
+  /** Watches the socket behind fd (a duplicate of target fd `targetFd`, inode `inode`) as `id`; returns records already queued. */
+  watch(id: number, fd: number, targetFd: number, inode: number): Buffer | null;
+  /** Ignores the socket's events from now on. */
+  unwatch(id: number): void;
+  /** Frames pending for JavaScript, now. */
+  take(): Buffer | null;
+  /** Stops the thread; forgets every socket. */
+  close(): void;
+  stats(): AttachDrainerStats;
+}
+
+export interface AttachBinding {
+  pidfdOpen(pid: number): number;
+  pidfdGetfd(pidfd: number, targetFd: number): number;
+  /** Bytes written but not yet acknowledged (SIOCOUTQ). */
+  sockOutq(fd: number): number;
+  AttachDrainer: new (
+    pidfd: number,
+    onBatch: (frames: Buffer | null, goneIds: number[], targetExited: boolean) => void,
+    batchMs?: number,
+    batchBytes?: number,
+    maxPendingBytes?: number,
+  ) => NativeAttachDrainer;
+}
+
+export function attachBinding(): AttachBinding {
+  return native() as unknown as AttachBinding;
+}

@@ -6,6 +6,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   chrono::InitErrqueue(env, exports);
   chrono::InitSockopt(env, exports);
   chrono::InitDiag(env, exports);
+  chrono::InitAttach(env, exports);
   return exports;
 }
 

@@ -28,5 +28,6 @@ inline int FdArg(const Napi::CallbackInfo& info, size_t i) {
 void InitErrqueue(Napi::Env env, Napi::Object exports);
 void InitSockopt(Napi::Env env, Napi::Object exports);
 void InitDiag(Napi::Env env, Napi::Object exports);
+void InitAttach(Napi::Env env, Napi::Object exports);
 
 }  // namespace chrono

@@ -1,0 +1,390 @@
+// `tcp-chronograph attach --pid PID`: per-chunk delivery records for a running
+// server in any language, without a proxy and without restarting it. The
+// agent duplicates the target's TCP connections (pidfd_getfd), turns kernel
+// timestamping on for them, and drains their error queues from a dedicated
+// thread. Chunks are the target's own sendmsg calls. On exit (SIGTERM, SIGINT,
+// or the target exiting) timestamping is turned off again and the queues
+// drained. See agent/attach/attacher.ts for the rules that keep the target safe.
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { release } from 'node:os';
+import { closeSync } from 'node:fs';
+import express, { type Request, type Response } from 'express';
+import { Registry } from 'prom-client';
+import { Attacher, type AttachedSocket, type SkipReason } from '../attach/attacher.js';
+import { detectGo } from '../attach/golang.js';
+import { registerAttachMetrics } from '../attach/metrics.js';
+import { AttachError, explainTargetError, KERNEL_TOO_OLD, Target } from '../attach/target.js';
+import { nowSeconds } from '../clock.js';
+import { ChunkMetrics } from '../export/chunk_metrics.js';
+import type { ChunkRecord } from '../model/chunks.js';
+import { attachBinding, isSystemError } from '../native.js';
+import type { PortRange } from '../parse/inet_diag.js';
+import { ChunkEvents } from '../proxy/events.js';
+import type { Command } from './command.js';
+import { formatHelp, parseBool, parseChoice, parseDuration, parseFlags, parseIntIn, parseListen, UsageError, type FlagSpec } from './flags.js';
+import { log, logOnce } from './log.js';
+import { version } from './version.js';
+
+const SUMMARY =
+  'Attach to a running server (any language) and explain, per chunk (each of its sendmsg calls),\n' +
+  "why delivery to each client was slow: the client's receive window, the send buffer, or the network.\n" +
+  'The server is not restarted or proxied: the agent turns kernel timestamping on for its TCP\n' +
+  'connections (pidfd_getfd, Linux 5.6+, CAP_SYS_PTRACE over the target) and turns it off on exit.\n' +
+  '\n' +
+  'RISK: while attached, the target\'s event loop sees extra EPOLLERR wake-ups (one per timestamp\n' +
+  'record the kernel queues, until the agent\'s drainer thread empties the queue) and its sends pay\n' +
+  'for the kernel statistics in each record: expect more CPU in the target (measure it with\n' +
+  'bench/attach). Go programs are refused (their netpoller can fail a read on a bare EPOLLERR)\n' +
+  'unless --force. Sockets that already use SO_TIMESTAMPING or SO_ZEROCOPY are left alone.\n' +
+  'If the agent is killed (SIGKILL), timestamping stays on until the next `attach` (or\n' +
+  '`attach --cleanup-only`) for the same process turns it off.';
+
+function parsePortRange(text: string): PortRange {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(text);
+  const from = Number(m?.[1]);
+  const to = m?.[2] !== undefined ? Number(m[2]) : from;
+  if (m === null || from < 1 || to > 65535 || from > to) throw new Error('expected a port (1-65535) or a range like 8000-8100');
+  return { from, to };
+}
+
+const durationIn =
+  (min: number, max: number, what: string) =>
+  (t: string): number => {
+    const s = parseDuration(t);
+    if (s < min || s > max) throw new Error(what);
+    return s;
+  };
+
+const FLAGS = {
+  pid: {
+    name: 'pid',
+    arg: 'PID',
+    help: 'The server process to attach to. Required.',
+    parse: parseIntIn(1, 4_194_304),
+  } satisfies FlagSpec<number>,
+  port: {
+    name: 'port',
+    arg: 'PORT[-PORT]',
+    multiple: true,
+    help: "Attach to the target's connections whose local port is one of these.\nDefault: the ports the target listens on (all its connections if it listens on none).",
+    parse: parsePortRange,
+  } satisfies FlagSpec<PortRange>,
+  interval: {
+    name: 'interval',
+    arg: 'DURATION',
+    default: '1s',
+    help: "How often to look for new and closed connections (the target's fd table and one sock_diag dump).",
+    parse: durationIn(0.05, 3600, 'must be from 50ms to 1h'),
+  } satisfies FlagSpec<number>,
+  listen: {
+    name: 'listen',
+    arg: 'HOST:PORT',
+    default: '127.0.0.1:9467',
+    help: 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/sockets).',
+    parse: parseListen,
+  } satisfies FlagSpec<{ host: string; port: number }>,
+  records: {
+    name: 'records',
+    arg: 'sched+ack|ack',
+    default: 'sched+ack',
+    help: "sched+ack: two records per sendmsg (a chunk's clock starts when the previous chunk left TCP);\nack: one record per sendmsg, half the wake-ups and statistics cost in the target (the clock starts\nat the previous chunk's ACK).",
+    parse: parseChoice(['sched+ack', 'ack'] as const),
+  } satisfies FlagSpec<'sched+ack' | 'ack'>,
+  stallAfter: {
+    name: 'stall-after',
+    arg: 'DURATION',
+    default: '10s',
+    help: 'Report a chunk as stalled when its last byte left TCP but was not acknowledged this long after.',
+    parse: durationIn(0.1, 3600, 'must be from 100ms to 1h'),
+  } satisfies FlagSpec<number>,
+  detachTimeout: {
+    name: 'detach-timeout',
+    arg: 'DURATION',
+    default: '10s',
+    help: 'On exit, wait at most this long for the bytes written while timestamping was on to be\nacknowledged (the kernel still reports them; a report after the agent left would wake the\ntarget until its connection closes).',
+    parse: durationIn(0, 600, 'must be from 0 to 10m'),
+  } satisfies FlagSpec<number>,
+  maxSockets: {
+    name: 'max-sockets',
+    arg: 'N',
+    default: '10000',
+    help: 'Attach to at most N connections at once; more are left alone (and counted).',
+    parse: parseIntIn(1, 1_000_000),
+  } satisfies FlagSpec<number>,
+  batch: {
+    name: 'batch',
+    arg: 'DURATION',
+    default: '10ms',
+    help: "How often the drainer thread hands records to the agent. (It empties the target's queues\nat once regardless.)",
+    parse: durationIn(0, 1, 'must be from 0 to 1s'),
+  } satisfies FlagSpec<number>,
+  events: {
+    name: 'events',
+    arg: 'FILE',
+    help: 'Append every chunk record to FILE, one JSON object per line (also at GET /api/chunks?follow=1).',
+    parse: (t: string) => {
+      if (t === '') throw new Error('expected a file path');
+      return t;
+    },
+  } satisfies FlagSpec<string>,
+  force: {
+    name: 'force',
+    help: "Attach even to a Go program (its reads may fail with \"not pollable\" on a bare EPOLLERR).",
+    parse: parseBool,
+  } satisfies FlagSpec<boolean>,
+  cleanupOnly: {
+    name: 'cleanup-only',
+    help: "Only turn off (and drain) timestamping that a killed agent left on the target's sockets, then exit.",
+    parse: parseBool,
+  } satisfies FlagSpec<boolean>,
+};
+
+const hostPort = (a: { host: string; port: number }): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
+/** Fails early, with the right sentence, on a kernel without pidfd_getfd. */
+function checkKernel(): void {
+  const b = attachBinding();
+  let pidfd: number;
+  try {
+    pidfd = b.pidfdOpen(process.pid);
+  } catch (e) {
+    if (isSystemError(e) && e.code === 'ENOSYS') throw new AttachError(KERNEL_TOO_OLD, 'kernel');
+    throw e;
+  }
+  try {
+    closeSync(b.pidfdGetfd(pidfd, pidfd));
+  } catch (e) {
+    if (isSystemError(e) && e.code === 'ENOSYS') throw new AttachError(KERNEL_TOO_OLD, 'kernel');
+    // anything else (e.g. a seccomp profile) shows up again on the target, with its own sentence
+  } finally {
+    closeSync(pidfd);
+  }
+}
+
+function startServer(app: express.Express, a: { host: string; port: number }): Promise<{ server: Server; address: { host: string; port: number } }> {
+  return new Promise((resolve, reject) => {
+    const server: Server = app.listen(a.port, a.host);
+    server.once('error', reject);
+    server.once('listening', () => {
+      server.off('error', reject);
+      const addr = server.address() as AddressInfo;
+      resolve({ server, address: { host: addr.address, port: addr.port } });
+    });
+  });
+}
+
+async function runAttach(argv: readonly string[]): Promise<number> {
+  const { values: o, help } = parseFlags('attach', FLAGS, argv);
+  if (help) {
+    process.stdout.write(formatHelp('attach', SUMMARY, FLAGS));
+    return 0;
+  }
+  if (o.pid === undefined) throw new UsageError('--pid is required, e.g. --pid $(pidof nginx | cut -d" " -f1) (see `tcp-chronograph attach --help`)');
+  const force = o.force === true;
+  const cleanupOnly = o.cleanupOnly === true;
+
+  checkKernel();
+  const target = new Target(o.pid);
+  try {
+    if (!target.sameNetns()) {
+      throw new AttachError(
+        `pid ${o.pid} (${target.comm}) is in another network namespace; run the agent in it (e.g. nsenter --target ${o.pid} --net tcp-chronograph attach --pid ${o.pid})`,
+        'netns',
+      );
+    }
+    if (!force && !cleanupOnly) {
+      let go;
+      try {
+        go = detectGo(target.exe);
+      } catch (e) {
+        throw explainTargetError(o.pid, 'read the executable', e);
+      }
+      if (go.go) {
+        throw new AttachError(
+          `pid ${o.pid} (${target.comm}) is a Go program (${go.reason}); Go's netpoller can fail a read with "not pollable" on the extra EPOLLERR events attach causes (golang/go#59545), so it is refused: use \`tcp-chronograph proxy\`, or --force at your own risk`,
+          'go',
+        );
+      }
+    }
+  } catch (e) {
+    target.close();
+    throw e;
+  }
+
+  const attacher = new Attacher(target, {
+    ports: o.port,
+    sched: o.records === 'sched+ack',
+    stallAfter: o.stallAfter,
+    maxSockets: cleanupOnly ? 0 : o.maxSockets,
+    maxPendingChunks: 1024,
+    batchMs: Math.round(o.batch * 1000),
+    attach: !cleanupOnly,
+  });
+  attacher.on('skipped', (reason: SkipReason, port: number, peer: string, detail: string) => {
+    logOnce(`skip:${reason}`, 'warn', 'a connection was left alone (logged once per reason, counted in tcp_chrono_attach_sockets_skipped_total)', { reason, port, peer, detail });
+  });
+
+  let first;
+  try {
+    first = attacher.rescan(nowSeconds());
+  } catch (e) {
+    await attacher.detachAll(0);
+    target.close();
+    throw e;
+  }
+  if (cleanupOnly) {
+    const r = await attacher.cleanupDone();
+    await attacher.detachAll(0);
+    target.close();
+    log('info', 'cleanup done', { pid: o.pid, comm: target.comm, staleSockets: attacher.counters.staleCleaned, timedOut: r.timedOut });
+    return 0;
+  }
+  if (first.tcp === 0) {
+    await attacher.detachAll(0);
+    target.close();
+    throw new AttachError(`pid ${o.pid} (${target.comm}) has no TCP sockets (no listener, no connection) in this network namespace`, 'no-sockets');
+  }
+
+  const registry = new Registry();
+  const chunkMetrics = new ChunkMetrics(registry);
+  const events = new ChunkEvents();
+  if (o.events !== undefined) {
+    try {
+      await events.openFile(o.events);
+    } catch (e) {
+      await attacher.detachAll(0);
+      target.close();
+      throw new Error(`cannot open --events ${o.events}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  registerAttachMetrics(registry, attacher, { version: version(), pid: o.pid, comm: target.comm, records: o.records }, { eventsDropped: () => events.dropped });
+  attacher.on('chunk', (c: ChunkRecord, s: AttachedSocket) => {
+    chunkMetrics.observe(c, { port: s.localPort, mode: 'attach' });
+    events.push({ ...c, mode: 'attach', pid: o.pid, port: s.localPort, peer: s.peer });
+  });
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  app.get('/metrics', async (_req: Request, res: Response) => {
+    try {
+      res.set('Content-Type', registry.contentType).send(await registry.metrics());
+    } catch (e) {
+      res.status(500).type('text/plain').send(`metrics rendering failed: ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  });
+  let lastRescanError: string | undefined;
+  app.get('/healthz', (_req: Request, res: Response) => {
+    const ok = lastRescanError === undefined && events.fileFailure === undefined;
+    res.status(ok ? 200 : 503).json({
+      ok,
+      pid: o.pid,
+      comm: target.comm,
+      sockets: attacher.attachedCount,
+      listeningPorts: [...attacher.listeningPorts],
+      ...(lastRescanError !== undefined && { rescanError: lastRescanError }),
+      ...(events.fileFailure !== undefined && { eventsError: events.fileFailure.message }),
+    });
+  });
+  app.get('/api/chunks', events.handler);
+  app.get('/api/sockets', (_req: Request, res: Response) => {
+    res.json(attacher.list());
+  });
+  app.use((_req: Request, res: Response) => {
+    res.status(404).json({ error: 'not found: try /metrics, /healthz, /api/chunks or /api/sockets' });
+  });
+  let http: { server: Server; address: { host: string; port: number } };
+  try {
+    http = await startServer(app, o.listen);
+  } catch (e) {
+    await attacher.detachAll(o.detachTimeout * 1000);
+    target.close();
+    const code = e instanceof Error && 'code' in e ? String((e as { code: unknown }).code) : '';
+    const why = code === 'EADDRINUSE' ? 'the address is in use' : e instanceof Error ? e.message : String(e);
+    throw new Error(`cannot listen on ${hostPort(o.listen)}: ${why}; choose another with --listen`);
+  }
+
+  log('info', 'attaching', {
+    version: version(),
+    kernel: release(),
+    pid: o.pid,
+    comm: target.comm,
+    sockets: attacher.attachedCount,
+    connections: first.found,
+    listeningPorts: [...attacher.listeningPorts],
+    ports: o.port.map((r) => (r.from === r.to ? String(r.from) : `${r.from}-${r.to}`)),
+    records: o.records,
+    idTcp: attacher.idTcp ?? null,
+    staleMarker: attacher.markerSupported ?? null,
+    listen: `http://${hostPort(http.address)}`,
+    force,
+  });
+  if (attacher.markerSupported === false) {
+    logOnce('marker', 'warn', 'this kernel lacks SOF_TIMESTAMPING_OPT_RX_FILTER (Linux 6.12): timestamping left by a killed agent cannot be recognised later; stop the agent with SIGTERM, not SIGKILL');
+  }
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const timer = setInterval(() => {
+      try {
+        attacher.rescan(nowSeconds());
+        lastRescanError = undefined;
+      } catch (e) {
+        attacher.counters.rescanErrors++;
+        lastRescanError = e instanceof Error ? e.message : String(e);
+        if (!target.alive()) stop('target-exit');
+        else logOnce(`rescan:${lastRescanError}`, 'warn', 'rescan failed; retrying every interval', { error: lastRescanError });
+      }
+    }, o.interval * 1000);
+    const stop = (why: string): void => {
+      if (stopping) {
+        if (why !== 'target-exit') process.exit(1); // second signal: the user insists
+        return;
+      }
+      stopping = true;
+      clearInterval(timer);
+      void (async () => {
+        const report = await attacher.detachAll(o.detachTimeout * 1000);
+        const drainer = attacher.drainerCounters();
+        if (report.timedOut > 0) {
+          log('warn', 'some connections still had bytes written while timestamping was on unacknowledged at the detach timeout; their late records will wake the target until it reads them or the connection closes', {
+            sockets: report.timedOut,
+          });
+        }
+        await events.close();
+        await new Promise<void>((done) => {
+          http.server.close(() => done());
+          http.server.closeAllConnections();
+        });
+        target.close();
+        log('info', 'detached', {
+          reason: why,
+          pid: o.pid,
+          sockets: report.sockets,
+          closedByTarget: report.closed,
+          timedOut: report.timedOut,
+          leftOn: report.leftOn,
+          detachSeconds: Number(report.seconds.toFixed(3)),
+          attachedTotal: attacher.counters.attached,
+          records: attacher.counters.records,
+          lostRecords: attacher.lostRecords,
+          chunks: attacher.counters.chunks,
+          stalls: attacher.counters.stalls,
+          drains: drainer.drains,
+          wakeups: drainer.wakeups,
+        });
+        resolve(0);
+      })();
+    };
+    attacher.on('target-exit', () => stop('target-exit'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+export const attachCommand: Command = {
+  name: 'attach',
+  summary: 'Attach to a running server process (any language but Go) and export per-chunk delivery records',
+  run: runAttach,
+};
