@@ -234,6 +234,25 @@ describe('tcp-chronograph proxy (CLI)', () => {
     expect(JSON.parse(c.body)).toHaveProperty('connections');
   });
 
+  it('/api/chunks?follow=1 streams records as they happen', async () => {
+    const ctrl = new AbortController();
+    const r = await fetch(`${proxy.metrics}/api/chunks?follow=1&limit=0`, { signal: ctrl.signal });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('content-type')).toMatch(/ndjson/);
+    const reader = r.body!.getReader();
+    await httpClient(portOf(proxy.listen), '/index.m3u8', false);
+    let text = '';
+    while (!text.includes('\n')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    ctrl.abort();
+    const rec = JSON.parse(text.split('\n')[0]!) as { route?: string; mode: string; bytes: number };
+    expect(rec).toMatchObject({ route: 'manifest', mode: 'proxy' });
+    expect(rec.bytes).toBeGreaterThan(8);
+  });
+
   it('an upstream that refuses: clients are reset and counted, the proxy stays up, SIGTERM stops it', async () => {
     const srv = net.createServer();
     srv.listen(0, '127.0.0.1');
