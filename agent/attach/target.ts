@@ -17,7 +17,7 @@ export const KERNEL_TOO_OLD = 'this kernel has no pidfd_getfd(): attach needs Li
 
 export function permissionError(pid: number, what: string): AttachError {
   return new AttachError(
-    `permission denied ${what} of pid ${pid}: attach needs CAP_SYS_PTRACE over the target ` +
+    `cannot ${what} of pid ${pid}: permission denied; attach needs CAP_SYS_PTRACE over the target ` +
       '(run as root, or as the same user with kernel.yama.ptrace_scope at 0; a container needs --cap-add SYS_PTRACE)',
     'permission',
   );
