@@ -91,6 +91,7 @@ export interface TableOptions {
 
 interface Tombstone extends Figures {
   expires: number;
+  agg: Aggregate;
 }
 
 export class ConnectionTable {
@@ -197,7 +198,7 @@ export class ConnectionTable {
       if (t !== undefined) {
         // Closed already (vanished from the dump first): add only what grew since.
         const f = figuresOf(ch);
-        addTo(this.aggregate(this.portLabel(s.localPort)), growth(t, f));
+        addTo(t.agg, growth(t, f));
         Object.assign(t, maxFigures(t, f));
         continue;
       }
@@ -333,8 +334,8 @@ export class ConnectionTable {
   private close(c: Connection, now: number, how: CloseHow): void {
     c.closed = { at: now, how };
     this.open.delete(c.key);
-    this.aggregate(c.port).closed++;
-    this.tombstones.set(c.key, { ...pickFigures(c), expires: now + this.opts.tombstoneMs });
+    c.agg.closed++;
+    this.tombstones.set(c.key, { ...pickFigures(c), expires: now + this.opts.tombstoneMs, agg: c.agg });
     this.closedPending.push(c);
     if (this.closedPending.length > this.opts.maxClosedPending) this.closedPending.shift();
   }

@@ -114,6 +114,27 @@ describe('live dump (loopback sockets of this process)', () => {
     expect(streamed.filter((s) => mine(s.key)).map((s) => `${s.key} ${s.remote}`).sort()).toEqual(want);
   });
 
+  it('IPv6 sockets decode with RFC 5952 addresses and bracketed endpoints', async () => {
+    const srv = createServer((c) => c.end('hello'));
+    srv.listen(0, '::1');
+    await once(srv, 'listening');
+    const port = (srv.address() as { port: number }).port;
+    const c = connect(port, '::1');
+    c.on('data', () => undefined);
+    await once(c, 'end');
+    const r = new DiagSource({ ports: [{ from: port, to: port }], remoteCidrs: ['::1/128'], states: [1, 4, 5, 8, 9, 11] }).poll();
+    const s = r.sockets.find((x) => x.localPort === port);
+    expect(s?.family).toBe(6);
+    expect(s?.localAddress).toBe('::1');
+    expect(r.listeningPorts.has(port)).toBe(true);
+    const { ConnectionTable } = await import('../../agent/model/connections.js');
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    t.applyPoll(r.sockets, Date.now(), r.listeningPorts);
+    expect([...t.open.values()][0]?.remote).toMatch(/^\[::1\]:\d+$/);
+    c.destroy();
+    srv.close();
+  });
+
   it('bytecode layout: one 16-byte block, or 20 per range plus 16 for the last', () => {
     expect(portFilterBytecode([])).toBeUndefined();
     expect(portFilterBytecode([{ from: 1, to: 2 }])?.length).toBe(16);
