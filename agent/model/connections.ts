@@ -337,7 +337,10 @@ export class ConnectionTable {
     c.agg.closed++;
     this.tombstones.set(c.key, { ...pickFigures(c), expires: now + this.opts.tombstoneMs, agg: c.agg });
     this.closedPending.push(c);
-    if (this.closedPending.length > this.opts.maxClosedPending) this.closedPending.shift();
+    // Nobody scraping: drop the oldest half at once (shift() per close would be quadratic).
+    if (this.closedPending.length > this.opts.maxClosedPending) {
+      this.closedPending.splice(0, this.closedPending.length >> 1);
+    }
   }
 
   private purgeTombstones(now: number): void {
