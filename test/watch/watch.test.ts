@@ -110,6 +110,17 @@ describe('watch: two namespaces, tbf-shaped path', () => {
     expect(start.states).toContain('established');
   });
 
+  it('serves /healthz, and rejects bad /api/connections parameters with 400', async () => {
+    const h = await lab!.fetch(lab!.server.ns, `http://${AGENT}/healthz`);
+    expect(h.status).toBe(200);
+    expect(JSON.parse(h.body)).toMatchObject({ ok: true, destroyFeed: 'on' });
+    const bad = await lab!.fetch(lab!.server.ns, `http://${AGENT}/api/connections?sort=fastest`);
+    expect(bad.status).toBe(400);
+    expect(JSON.parse(bad.body).error).toMatch(/rwnd_share, stall, bytes/);
+    expect((await lab!.fetch(lab!.server.ns, `http://${AGENT}/api/connections?limit=0`)).status).toBe(400);
+    expect((await lab!.fetch(lab!.server.ns, `http://${AGENT}/nope`)).status).toBe(404);
+  });
+
   it('a slow reader with a small receive buffer is mostly rwnd-limited, in /metrics and /api/connections', async () => {
     const labels = { port: String(SLOW_PORT), remote: slowRemote };
     const text = await eventually(async () => {
