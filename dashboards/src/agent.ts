@@ -110,6 +110,49 @@ export function agentDashboard(): dashboard.Dashboard {
         ],
       },
       {
+        title: 'Attach mode',
+        panels: [
+          timeseriesPanel({
+            title: 'Attached connections',
+            description: 'Target connections with timestamping turned on by the agent now, and connections left alone per second, by reason (timestamping / zerocopy: the application owns its error queue; error; limit: --max-sockets).',
+            unit: 'short',
+            min: 0,
+            w: 8,
+            h: 8,
+            queries: [
+              { expr: `sum by (job, instance) (tcp_chrono_attach_sockets{${TARGET}})`, legend: 'attached {{instance}}' },
+              { expr: per('tcp_chrono_attach_sockets_skipped_total', 'job, instance, reason'), legend: 'skipped {{reason}} {{instance}}' },
+            ],
+          }),
+          timeseriesPanel({
+            title: 'Attach records per second',
+            description:
+              'Timestamp records read from the target, by kind; records lost (error-queue overflow in the target, or skbs merged on retransmission) and records dropped because the agent fell behind (the TCPChronoAttachRecordsDropped alert).',
+            unit: 'short',
+            min: 0,
+            w: 8,
+            h: 8,
+            queries: [
+              { expr: per('tcp_chrono_attach_records_total', 'job, instance, kind'), legend: '{{kind}} {{instance}}' },
+              { expr: per('tcp_chrono_attach_records_lost_total'), legend: 'lost {{instance}}' },
+              { expr: per('tcp_chrono_attach_records_dropped_total'), legend: 'dropped {{instance}}' },
+            ],
+          }),
+          timeseriesPanel({
+            title: 'Attach rescans',
+            description: 'Duration of the last pass over the target’s fd table and socket dump, and failed passes per second.',
+            unit: 's',
+            min: 0,
+            w: 8,
+            h: 8,
+            queries: [
+              { expr: `max by (job, instance) (tcp_chrono_attach_rescan_duration_seconds{${TARGET}})`, legend: 'duration {{instance}}' },
+              { expr: per('tcp_chrono_attach_rescan_errors_total'), legend: 'errors/s {{instance}}' },
+            ],
+          }),
+        ],
+      },
+      {
         title: 'Scrapes and per-chunk records',
         panels: [
           timeseriesPanel({
@@ -132,7 +175,7 @@ export function agentDashboard(): dashboard.Dashboard {
           }),
           timeseriesPanel({
             title: 'Timestamp records per second',
-            description: 'Per-chunk modes: records read from the error queues, records that could not be decoded, chunk events dropped by --events / /api/chunks followers.',
+            description: 'Proxy mode: records read from the error queues, records that could not be decoded; every per-chunk mode: chunk events dropped by --events / /api/chunks followers.',
             unit: 'short',
             min: 0,
             w: 8,

@@ -246,9 +246,9 @@ export function buildDashboard(o: DashboardOpts): dashboard.Dashboard {
         .includeVars(true)
         .keepTime(true),
     );
-  // Agents of every mode export tcp_chrono_agent_info (watch, proxy with --diag)
-  // or tcp_chrono_proxy_info (proxy): the job and instance lists come from either.
-  for (const v of variables({ port: o.port, agentMetrics: 'tcp_chrono_agent_info|tcp_chrono_proxy_info' })) {
+  // Every mode exports an info series: tcp_chrono_agent_info (watch, proxy with
+  // --diag), tcp_chrono_proxy_info (proxy), tcp_chrono_attach_info (attach).
+  for (const v of variables({ port: o.port, agentMetrics: 'tcp_chrono_agent_info|tcp_chrono_proxy_info|tcp_chrono_attach_info' })) {
     d.withVariable({ build: () => v });
   }
   let y = 0;

@@ -197,6 +197,18 @@ function alerts(): AlertingRule[] {
       },
     },
     {
+      alert: 'TCPChronoAttachRecordsDropped',
+      expr: `sum by (namespace, job, instance) (rate(tcp_chrono_attach_records_dropped_total[${WINDOW}])) > 0`,
+      for: '10m',
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: `tcp-chronograph agent ${agent} drops attach records: it cannot keep up`,
+        description:
+          "For 10 minutes the attach agent has been throwing away timestamp records it drained from the target's sockets because it fell behind: chunk records and their metrics are missing (the target itself is not affected more than usual). " +
+          'Give the agent container more CPU, use --records ack (one record per send instead of two), or attach to fewer connections (--port, --max-sockets).',
+      },
+    },
+    {
       alert: 'TCPChronoAgentParseErrors',
       expr: 'sum by (namespace, job, instance, source) (increase(tcp_chrono_agent_parse_errors_total[10m])) > 0',
       labels: { severity: 'info' },

@@ -209,6 +209,22 @@ const groups: TestGroup[] = [
     ],
   },
   {
+    name: 'attach records dropped for 10 minutes fire; none, never',
+    interval: '1m',
+    series: {
+      [S('tcp_chrono_attach_records_dropped_total', agent('10.0.0.1:9467'))]: '0x5 0+100x30',
+      [S('tcp_chrono_attach_records_dropped_total', agent('10.0.0.2:9467'))]: '0x40',
+    },
+    alerts: [
+      { at: '10m', alert: 'TCPChronoAttachRecordsDropped', firing: [] },
+      {
+        at: '25m',
+        alert: 'TCPChronoAttachRecordsDropped',
+        firing: [{ labels: { severity: 'warning', ...agent('10.0.0.1:9467') }, summary: 'tcp-chronograph agent 10.0.0.1:9467 (streamer) drops attach records: it cannot keep up' }],
+      },
+    ],
+  },
+  {
     name: 'parse errors fire while the counter rose in the last 10 minutes, per source',
     interval: '1m',
     series: {

@@ -9,6 +9,7 @@
 //       :5003 paced server (4 KiB every 250 ms) ───────── reader                         (app-limited)
 //     proxy :8080 → http.server 127.0.0.1:8081 (job "edge", chunk metrics + --diag)
 //       ───────────── fast GETs of a 1 MiB segment, slow GETs (4 KiB window), a stalled GET
+//     attach --pid <paced server> (job "streamer", second instance: chunk metrics + attach self metrics)
 //     prometheus (random port, temp dir, 1 s scrapes, the repository's rules)
 //
 // Grafana's variables are replaced as Grafana would: $job by the two jobs as
@@ -36,6 +37,7 @@ const PROXY_PORT = 8080;
 const UPSTREAM_PORT = 8081;
 const WATCH_METRICS = '127.0.0.1:9465';
 const PROXY_METRICS = '127.0.0.1:9466';
+const ATTACH_METRICS = '127.0.0.1:9467';
 /** How long the clients run; the queries happen while they still do. */
 const TRAFFIC_SECONDS = 32;
 /** When to start querying, after Prometheus started. */
@@ -63,6 +65,7 @@ const QUIET_ALERTS = [
   'TCPChronoConnectionSeriesDropped',
   'TCPChronoAgentPollErrors',
   'TCPChronoAgentParseErrors',
+  'TCPChronoAttachRecordsDropped',
 ];
 
 /** Rebuilds dist/ if any agent source is newer than the built CLI. */
@@ -160,8 +163,9 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
     const servers = [
       lab.spawn(s.ns, ['python3', BULK, 'server', '--port', String(SLOW_PORT), '--lifetime', '80']),
       lab.spawn(s.ns, ['python3', BULK, 'server', '--port', String(FAST_PORT), '--lifetime', '80']),
-      lab.spawn(s.ns, ['python3', PEERS, 'paced-server', '--port', String(APP_PORT), '--bytes', '4096', '--every', '0.25', '--lifetime', '80']),
     ];
+    const paced = lab.spawn(s.ns, ['python3', PEERS, 'paced-server', '--port', String(APP_PORT), '--bytes', '4096', '--every', '0.25', '--lifetime', '80']);
+    servers.push(paced);
     await Promise.all(servers.map((p) => waitForLine(p, /^listening/)));
     const upstream = lab.spawn(s.ns, ['python3', '-u', '-m', 'http.server', String(UPSTREAM_PORT), '--bind', '127.0.0.1', '--directory', dir]);
     await waitForLine(upstream, /Serving HTTP/);
@@ -175,9 +179,15 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
       '--route', 'segment=/segment',
       '--stall-after', '2s',
     ]); // prettier-ignore
+    // `ip netns exec` execs the command in place: the child's pid is python's.
+    children.attach = lab.spawn(s.ns, ['node', CLI, 'attach', '--pid', String(paced.pid), '--listen', ATTACH_METRICS, '--stall-after', '2s']);
     for (const [name, child] of Object.entries(children)) child.stderr!.on('data', (d: Buffer) => (stderr[name] = (stderr[name] ?? '') + d.toString()));
     try {
-      await Promise.all([waitForLine(children.watch, /"msg":"watching"/), waitForLine(children.proxy, /"msg":"proxying"/)]);
+      await Promise.all([
+        waitForLine(children.watch, /"msg":"watching"/),
+        waitForLine(children.proxy, /"msg":"proxying"/),
+        waitForLine(children.attach, /"msg":"attaching"/),
+      ]);
     } catch (e) {
       throw new Error(`${String(e)}; stderr: ${JSON.stringify(stderr)}`);
     }
@@ -193,7 +203,7 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
       `rule_files: ['${join(ROOT, RULES_FILE)}']`,
       'scrape_configs:',
       `  - job_name: streamer`,
-      `    static_configs: [{ targets: ['${WATCH_METRICS}'], labels: { namespace: lab } }]`,
+      `    static_configs: [{ targets: ['${WATCH_METRICS}', '${ATTACH_METRICS}'], labels: { namespace: lab } }]`,
       `  - job_name: edge`,
       `    static_configs: [{ targets: ['${PROXY_METRICS}'], labels: { namespace: lab } }]`,
       '',
@@ -223,7 +233,7 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
     // Prometheus is up and has scraped both agents.
     await eventually(async () => {
       const r = await instant('up');
-      return r.data.result.length === 2 && r.data.result.every((s) => s.value?.[1] === '1') ? true : undefined;
+      return r.data.result.length === 3 && r.data.result.every((s) => s.value?.[1] === '1') ? true : undefined;
     }, 15_000, 500);
     // Let the rate windows fill and the chunk counters move.
     const wait = QUERY_AFTER_MS - (Date.now() / 1000 - promStart) * 1000;
@@ -307,6 +317,15 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
     expect(last(slow!)).toBeLessThan(64 * 1024);
   });
 
+  it('both per-chunk modes fed the chunk panels: the proxy (rwnd-limited and stalled responses) and attach', async () => {
+    const chunks = await instant('sum by (job, mode, port, limit) (tcp_chrono_chunks_total)');
+    const seen = chunks.data.result.map((s) => `${s.metric.mode}:${s.metric.port}:${s.metric.limit}`);
+    expect(seen).toContain(`proxy:${PROXY_PORT}:rwnd`);
+    expect(seen.some((k) => k.startsWith(`attach:${APP_PORT}:`)), JSON.stringify(seen)).toBe(true);
+    const stalls = await instant(`sum by (mode, limit) (tcp_chrono_chunk_stalls_total{port="${PROXY_PORT}"})`);
+    expect(stalls.data.result.map((s) => `${s.metric.mode}:${s.metric.limit}`)).toContain('proxy:rwnd');
+  });
+
   it('every variable query (label_values) lists the agents, their instances and ports', async () => {
     const got: Record<string, string[]> = {};
     for (const v of variables().filter((v) => v.type === 'query')) {
@@ -320,7 +339,7 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
     }
     for (const [k, values] of Object.entries(got)) {
       if (k.endsWith('/job')) expect(values.sort(), k).toEqual(['edge', 'streamer']);
-      if (k.endsWith('/instance')) expect(values.sort(), k).toEqual([PROXY_METRICS, WATCH_METRICS].sort());
+      if (k.endsWith('/instance')) expect(values.sort(), k).toEqual([ATTACH_METRICS, PROXY_METRICS, WATCH_METRICS].sort());
       if (k.endsWith('/port')) expect(values, k).toEqual(expect.arrayContaining([SLOW_PORT, FAST_PORT, APP_PORT, PROXY_PORT].map(String)));
     }
   });

@@ -83,7 +83,7 @@ describe('dashboards', () => {
     const used = new Set<string>();
     for (const q of queries) for (const n of metricsIn(q.expr)) used.add(n);
     for (const v of variables()) if (v.query !== undefined && v.query.startsWith('label_values')) for (const n of metricsIn(labelValuesQuery(v.query).selector + '{')) used.add(n);
-    for (const n of used) expect(known.has(n), `${n} is not exported by the agent (agent/export, agent/proxy)`).toBe(true);
+    for (const n of used) expect(known.has(n), `${n} is not exported by the agent (agent/export, agent/proxy, agent/attach)`).toBe(true);
   });
 
   it('table columns and legends name labels the query keeps', () => {
