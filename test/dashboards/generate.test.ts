@@ -100,6 +100,17 @@ describe('dashboards', () => {
   });
 });
 
+describe('dashboards/README.md', () => {
+  const readme = readFileSync(join(ROOT, 'dashboards/README.md'), 'utf8');
+  it('lists every dashboard, panel and alert', () => {
+    for (const { dashboard } of loadDashboards()) {
+      expect(readme, dashboard.uid).toContain(dashboard.uid);
+      for (const p of dashboard.panels) expect(readme, `${dashboard.uid} / ${p.title}`).toContain(p.title.replace(/ \(p50.*$/, ''));
+    }
+    for (const r of rules()) if (r.alert !== undefined) expect(readme, r.alert).toContain(r.alert);
+  });
+});
+
 describe('PromQL syntax (promtool, no server)', () => {
   it('every panel expression and variable selector parses once the variables are substituted', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tcpchrono-syntax-'));
