@@ -86,8 +86,8 @@ describe('deploy/ and dashboards/provisioning/ manifests', () => {
     for (const { file, doc } of deployments) {
       const tpl = doc.spec.template;
       const agent = agentOf(doc);
-      const port = (agent.ports as Obj[]).find((p) => p.name === endpointPort);
-      expect(port, `${file}: no container port named ${endpointPort}`).toBeDefined();
+      const port = (agent.ports as Obj[]).find((p) => p.name === endpointPort)!;
+      expect(port as Obj | undefined, `${file}: no container port named ${endpointPort}`).toBeDefined();
       expect(tpl.metadata.annotations['prometheus.io/scrape']).toBe('true');
       expect(Number(tpl.metadata.annotations['prometheus.io/port']), file).toBe(port.containerPort);
       // The PodMonitor selects this pod, and takes job from a label the pod has.
