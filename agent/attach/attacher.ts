@@ -103,6 +103,8 @@ export interface AttachedSocket {
 
 export interface AttachCounters {
   rescans: number;
+  /** Rescans that found the same sockets in the target's fd table and skipped the dump. */
+  dumpsSkipped: number;
   rescanErrors: number;
   lastRescanSeconds: number;
   attached: number;
@@ -142,6 +144,7 @@ export declare interface Attacher {
 export class Attacher extends EventEmitter {
   readonly counters: AttachCounters = {
     rescans: 0,
+    dumpsSkipped: 0,
     rescanErrors: 0,
     lastRescanSeconds: 0,
     attached: 0,
@@ -171,6 +174,9 @@ export class Attacher extends EventEmitter {
   listeningPorts = new Set<number>();
   private drainerStats: AttachDrainerStats | undefined;
   private cleanup: Promise<DetachReport> | undefined;
+  private lastFds: Map<number, number> | undefined;
+  private connecting = 0;
+  private lastResult = { found: 0, attached: 0, tcp: 0 };
 
   constructor(
     readonly target: Target,
@@ -221,10 +227,23 @@ export class Attacher extends EventEmitter {
     }
     for (const ino of this.skipped.keys()) if (!fds.has(ino)) this.skipped.delete(ino);
 
+    // The dump walks the kernel's whole TCP hash table (milliseconds even when
+    // nearly empty): skip it while the target's sockets are the same ones and
+    // none of them was still connecting.
+    const last = this.lastFds;
+    this.lastFds = fds;
+    if (!this.firstScan && this.connecting === 0 && last !== undefined && last.size === fds.size && [...fds.keys()].every((k) => last.has(k))) {
+      for (const s of this.sockets.values()) s.chunker?.checkStalls(now);
+      this.counters.dumpsSkipped++;
+      this.counters.lastRescanSeconds = (performance.now() - t0) / 1000;
+      return { ...this.lastResult, attached: 0 };
+    }
+
     // One dump per family: the target's listeners (for the default ports)
     // and connections. On the first pass every state, to find stale timestamping.
     const wanted: number[] = [TCP_STATES.established, TCP_STATES['close-wait']];
-    const states: number[] = this.firstScan ? Object.values(TCP_STATES) : [...wanted, TCP_STATES.listen];
+    const states: number[] = this.firstScan ? Object.values(TCP_STATES) : [...wanted, TCP_STATES.listen, TCP_STATES['syn-sent']];
+    let connecting = 0;
     const conns: InetDiagHeader[] = [];
     const listening = new Set<number>();
     let listenerCount = 0;
@@ -236,7 +255,7 @@ export class Attacher extends EventEmitter {
         if (h.state === TCP_STATES.listen) {
           listening.add(h.localPort);
           listenerCount++;
-        }
+        } else if (h.state === TCP_STATES['syn-sent'] || h.state === TCP_STATES['syn-recv']) connecting++;
         else conns.push(h);
         return false; // headers are all we need
       });
@@ -271,7 +290,9 @@ export class Attacher extends EventEmitter {
     if (cleanup.length > 0) this.cleanup = this.detachSockets(cleanup, 10_000);
     for (const s of this.sockets.values()) if (s.chunker !== undefined) s.chunker.checkStalls(now);
     this.counters.lastRescanSeconds = (performance.now() - t0) / 1000;
-    return { found, attached, tcp: conns.length + listenerCount };
+    this.connecting = connecting;
+    this.lastResult = { found, attached, tcp: conns.length + listenerCount + connecting };
+    return this.lastResult;
   }
 
   /** Resolves when the stale timestamping found by the first rescan is off. */

@@ -68,6 +68,7 @@ export function registerAttachMetrics(registry: Registry, a: Attacher, info: Att
   counter('tcp_chrono_attach_batches_total', 'Batches of records handed from the drainer thread to the agent.', () => c.batches);
   counter('tcp_chrono_attach_chunks_unfinished_total', 'Chunks whose ACK was not seen because the target closed the connection first (not stalls).', () => c.unfinished);
   counter('tcp_chrono_attach_rescans_total', "Passes over the target's fd table and the socket dump.", () => c.rescans);
+  counter('tcp_chrono_attach_rescan_dumps_skipped_total', "Rescans that skipped the sock_diag dump because the target's sockets had not changed.", () => c.dumpsSkipped);
   counter('tcp_chrono_attach_rescan_errors_total', 'Rescans that failed.', () => c.rescanErrors);
   gauge('tcp_chrono_attach_rescan_duration_seconds', 'Duration of the last rescan.', () => c.lastRescanSeconds);
   if (extra.eventsDropped !== undefined) {

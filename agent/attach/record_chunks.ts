@@ -138,8 +138,9 @@ export class RecordChunker {
 
   private onSched(key: number, time: number, stats: ChronoSnapshot | undefined): void {
     if (key <= this.top) {
-      // A chunk created by its ACK (SCHED late), or a key inside a chunk whose
-      // SCHED we missed earlier: nothing new.
+      // A retransmission (SCHED again), a chunk created by its ACK (SCHED
+      // late), or a key inside a chunk whose SCHED we missed: nothing new.
+      if (key <= this.resolved) return;
       const c = this.pending.find((p) => p.end === key);
       if (c !== undefined) c.sched ??= time;
       else this.counters.lost++;
@@ -158,6 +159,7 @@ export class RecordChunker {
   private onAck(key: number, time: number, stats: ChronoSnapshot | undefined): void {
     try {
       this.ackRecord(key, time, stats);
+      this.completeReady(); // a large batch must not overflow pending with chunks already acked
     } finally {
       // ACK only: the next chunk's clock starts at this ACK.
       if (!this.opts.sched) this.nextStart = { time, stats };

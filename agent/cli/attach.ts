@@ -12,6 +12,7 @@ import { closeSync } from 'node:fs';
 import express, { type Request, type Response } from 'express';
 import { Registry } from 'prom-client';
 import { Attacher, type AttachedSocket, type SkipReason } from '../attach/attacher.js';
+import { LazyChunkEvents } from '../attach/events.js';
 import { detectGo } from '../attach/golang.js';
 import { registerAttachMetrics } from '../attach/metrics.js';
 import { AttachError, explainTargetError, KERNEL_TOO_OLD, Target } from '../attach/target.js';
@@ -20,7 +21,6 @@ import { ChunkMetrics } from '../export/chunk_metrics.js';
 import type { ChunkRecord } from '../model/chunks.js';
 import { attachBinding, isSystemError } from '../native.js';
 import type { PortRange } from '../parse/inet_diag.js';
-import { ChunkEvents } from '../proxy/events.js';
 import type { Command } from './command.js';
 import { formatHelp, parseBool, parseChoice, parseDuration, parseFlags, parseIntIn, parseListen, UsageError, type FlagSpec } from './flags.js';
 import { log, logOnce } from './log.js';
@@ -248,7 +248,7 @@ async function runAttach(argv: readonly string[]): Promise<number> {
 
   const registry = new Registry();
   const chunkMetrics = new ChunkMetrics(registry);
-  const events = new ChunkEvents();
+  const events = new LazyChunkEvents();
   if (o.events !== undefined) {
     try {
       await events.openFile(o.events);
@@ -261,7 +261,13 @@ async function runAttach(argv: readonly string[]): Promise<number> {
   registerAttachMetrics(registry, attacher, { version: version(), pid: o.pid, comm: target.comm, records: o.records }, { eventsDropped: () => events.dropped });
   attacher.on('chunk', (c: ChunkRecord, s: AttachedSocket) => {
     chunkMetrics.observe(c, { port: s.localPort, mode: 'attach' });
-    events.push({ ...c, mode: 'attach', pid: o.pid, port: s.localPort, peer: s.peer });
+    // Extra fields go on the record itself (no copy per chunk; the record is ours).
+    const e = c as ChunkRecord & { mode: string; pid: number; port: number; peer: string };
+    e.mode = 'attach';
+    e.pid = o.pid;
+    e.port = s.localPort;
+    e.peer = s.peer;
+    events.push(e);
   });
 
   const app = express();

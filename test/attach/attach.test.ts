@@ -100,6 +100,7 @@ describe('tcp-chronograph attach (real kernel, separate target process)', () => 
     expect(metric(text, 'tcp_chrono_attach_records_total', { kind: 'ack' })).toBeGreaterThan(50);
     expect(metric(text, 'tcp_chrono_chunks_total', { port: String(target.ports.bulk), mode: 'attach', limit: 'rwnd' })).toBeGreaterThan(5);
     expect(metric(text, 'tcp_chrono_attach_drains_total')).toBeGreaterThan(0);
+    expect(metric(text, 'tcp_chrono_attach_rescan_dumps_skipped_total')).toBeGreaterThan(0);
     expect(metric(text, 'tcp_chrono_attach_records_lost_total')).toBeDefined();
 
     const stopped = await stopAgent(agent);

@@ -79,6 +79,17 @@ describe('RecordChunker', () => {
     expect(c.counters.unfinished).toBe(1);
   });
 
+  it('a batch larger than maxPending does not overflow when its chunks are acked in it; a retransmitted SCHED is not a loss', () => {
+    const { c, out } = chunker();
+    const batch: TxRecord[] = [];
+    for (let i = 0; i < 20; i++) batch.push(rec('sched', i * 100 + 99, i, stats(i)), rec('ack', i * 100 + 99, i + 0.5, stats(i + 0.5)));
+    batch.push(rec('sched', 1999, 30, stats(30))); // sent again
+    c.onRecords(batch);
+    expect(out.filter((r) => r.stalled)).toHaveLength(0);
+    expect(out).toHaveLength(20);
+    expect(c.counters.lost).toBe(0);
+  });
+
   it('overflow reports the oldest as stalled', () => {
     const { c, out } = chunker();
     c.onRecords([0, 1, 2, 3, 4].map((i) => rec('sched', i * 10 + 9, i, stats(i))));

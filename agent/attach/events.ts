@@ -1,0 +1,92 @@
+// The chunk event stream of attach mode: the same interface as the proxy's
+// (agent/proxy/events.ts: --events FILE, GET /api/chunks[?follow=1]), but
+// lazy: a record is turned into JSON only when a file or a follower takes it,
+// and the recent records are kept as objects until someone asks. Attach mode
+// sees every sendmsg of the target (thousands of chunks a second); building a
+// JSON line for each one nobody reads was the agent's largest cost.
+import { createWriteStream, type WriteStream } from 'node:fs';
+import type { Request, Response } from 'express';
+
+const MAX_PENDING = 1 << 20;
+
+export class LazyChunkEvents {
+  dropped = 0;
+  private readonly ring: object[] = [];
+  private at = 0;
+  private readonly followers = new Set<Response>();
+  private file: WriteStream | undefined;
+  private fileError: Error | undefined;
+
+  constructor(private readonly keep = 1000) {}
+
+  async openFile(path: string): Promise<void> {
+    const f = createWriteStream(path, { flags: 'a' });
+    await new Promise<void>((resolve, reject) => {
+      f.once('open', () => resolve());
+      f.once('error', reject);
+    });
+    f.on('error', (e) => {
+      this.fileError = e;
+    });
+    this.file = f;
+  }
+
+  get fileFailure(): Error | undefined {
+    return this.fileError;
+  }
+
+  /** Keeps the event; turns it into JSON only if a file or a follower takes it now. */
+  push(event: object): void {
+    if (this.ring.length < this.keep) this.ring.push(event);
+    else {
+      this.ring[this.at] = event;
+      this.at = (this.at + 1) % this.keep;
+    }
+    const toFile = this.file !== undefined && this.fileError === undefined;
+    if (!toFile && this.followers.size === 0) return;
+    const line = JSON.stringify(event) + '\n';
+    if (toFile) {
+      if (this.file!.writableLength > MAX_PENDING) this.dropped++;
+      else this.file!.write(line);
+    }
+    for (const res of this.followers) {
+      if (res.writableLength > MAX_PENDING) this.dropped++;
+      else res.write(line);
+    }
+  }
+
+  private recent(n: number): object[] {
+    const ordered = this.ring.length < this.keep ? this.ring : [...this.ring.slice(this.at), ...this.ring.slice(0, this.at)];
+    return n === 0 ? [] : ordered.slice(-n);
+  }
+
+  /** GET /api/chunks: the last records (?limit=N), or with ?follow=1 those and every new one. */
+  handler = (req: Request, res: Response): void => {
+    const rawLimit = typeof req.query.limit === 'string' ? req.query.limit : String(this.keep);
+    const limit = Number(rawLimit);
+    if (!Number.isInteger(limit) || limit < 0 || limit > this.keep) {
+      res.status(400).json({ error: `limit must be an integer from 0 to ${this.keep}` });
+      return;
+    }
+    const follow = req.query.follow === '1' || req.query.follow === 'true';
+    res.status(200).type('application/x-ndjson');
+    const backlog = this.recent(limit).map((e) => JSON.stringify(e) + '\n');
+    if (!follow) {
+      res.end(backlog.join(''));
+      return;
+    }
+    res.setHeader('cache-control', 'no-store');
+    res.flushHeaders();
+    for (const l of backlog) res.write(l);
+    this.followers.add(res);
+    res.on('close', () => this.followers.delete(res));
+  };
+
+  async close(): Promise<void> {
+    for (const res of this.followers) res.end();
+    this.followers.clear();
+    const f = this.file;
+    this.file = undefined;
+    if (f !== undefined) await new Promise<void>((resolve) => f.end(() => resolve()));
+  }
+}
