@@ -310,13 +310,14 @@ class SocketProbe extends EventEmitter implements Probe {
     for (const m of ['write', 'end'] as const) {
       const orig = sock[m] as (...a: unknown[]) => unknown;
       this.savedSocket.set(m, Object.prototype.hasOwnProperty.call(sock, m) ? orig : undefined);
-      sock[m] = function (this: Socket, ...args: unknown[]): unknown {
+      // Fixed arity (no rest/apply): this runs on every write of the host.
+      sock[m] = function (this: Socket, data: unknown, encoding: unknown, cb: unknown): unknown {
         try {
-          probe.onAppWrite(appBytes(args[0], args[1]));
+          probe.onAppWrite(appBytes(data, encoding));
         } catch {
           /* never let instrumentation break a write */
         }
-        return orig.apply(this, args);
+        return orig.call(this, data, encoding, cb);
       };
     }
     for (const m of WRITE_METHODS) {
