@@ -533,6 +533,28 @@ export class Attacher extends EventEmitter {
     return report;
   }
 
+  /**
+   * Last resort when the agent is about to die of a bug: timestamping off and
+   * one drain per socket, synchronously, without waiting for acknowledgements.
+   */
+  emergencyOff(): number {
+    let n = 0;
+    for (const s of this.sockets.values()) {
+      const fd = this.tryDup(s);
+      if (fd === undefined) continue;
+      try {
+        native().setTimestamping(fd, 0);
+        native().drainErrqueue(fd);
+        n++;
+      } catch {
+        // closed meanwhile
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return n;
+  }
+
   private tryDup(s: AttachedSocket): number | undefined {
     try {
       const fd = this.dup(s.targetFd, s.inode);

@@ -225,6 +225,15 @@ async function runAttach(argv: readonly string[]): Promise<number> {
     logOnce(`skip:${reason}`, 'warn', 'a connection was left alone (logged once per reason, counted in tcp_chrono_attach_sockets_skipped_total)', { reason, port, peer, detail });
   });
 
+  // A bug must not leave the target with timestamping on: off, drained, then die.
+  const die = (e: unknown): void => {
+    const n = attacher.emergencyOff();
+    process.stderr.write(`tcp-chronograph: internal error, timestamping turned off on ${n} sockets without waiting for acknowledgements: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  };
+  process.on('uncaughtException', die);
+  process.on('unhandledRejection', die);
+
   let first;
   try {
     first = attacher.rescan(nowSeconds());

@@ -211,4 +211,19 @@ describe('tcp-chronograph attach (real kernel, separate target process)', () => 
       kill(t.child);
     }
   });
+  it('exits on its own (0) when the target exits', async () => {
+    const t = await startTarget();
+    const c = await connect(t.ports.paced);
+    clients.push(c);
+    await sleep(100);
+    const agent = await startAgent(t.child.pid!, ['--interval', '200ms']);
+    expect(agent.started.sockets).toBe(1);
+    const exited = new Promise<number | null>((r) => agent.child.once('exit', (code) => r(code)));
+    t.child.kill('SIGKILL');
+    const t0 = performance.now();
+    expect(await exited).toBe(0);
+    expect(performance.now() - t0).toBeLessThan(3000);
+    const line = agent.lines.all.find((l) => l.includes('"msg":"detached"'));
+    expect(JSON.parse(line!)).toMatchObject({ reason: 'target-exit' });
+  });
 });
