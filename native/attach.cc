@@ -353,7 +353,11 @@ class AttachDrainer : public Napi::ObjectWrap<AttachDrainer> {
     epoll_event ev{};
     ev.events = EPOLLET | EPOLLERR;
     ev.data.u64 = id;
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) {
+    // EEXIST: this file was watched before through the same fd number (the
+    // entry outlives our duplicate): point it at the new id.
+    int rc = epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+    if (rc != 0 && errno == EEXIST) rc = epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+    if (rc != 0) {
       int e = errno;
       std::lock_guard<std::mutex> lock(s->mu);
       s->watched.erase(id);
