@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs (run as root): a real Prometheus and
-# promtool, ip/tc for network namespaces, ethtool for the lab's veth links.
+# promtool, ip/tc for network namespaces, ethtool for the lab's veth links,
+# tmux and chromium for the console tests (top in a terminal, the live page).
 set -euo pipefail
-pkgs=(prometheus iproute2 ethtool python3 procps tmux)
+pkgs=(prometheus iproute2 ethtool python3 procps tmux chromium)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -1,13 +1,76 @@
-// Structured logs: one JSON object per line on stdout (what log shippers and
-// `jq` read). Deliberately tiny; the agent logs a handful of lines.
+// Logs: one JSON object per line on stdout (what log shippers and `jq`
+// read), or one human line when a person is watching. Deliberately tiny;
+// the agent logs a handful of lines.
+//
+// Format: `--log-format human|json|auto` (commands that offer it) or
+// TCP_CHRONOGRAPH_LOG_FORMAT; auto (the default) is human when stdout is a
+// terminal, JSON otherwise.
+import { readFileSync } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { parseChoice, type FlagSpec } from './flags.js';
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
+export type LogFormat = 'human' | 'json' | 'auto';
+
+interface LogConfig {
+  format: LogFormat;
+  stream: Writable & { isTTY?: boolean };
+}
+
+const config: LogConfig = {
+  format: envFormat() ?? 'auto',
+  stream: process.stdout,
+};
+
+function envFormat(): LogFormat | undefined {
+  const v = process.env.TCP_CHRONOGRAPH_LOG_FORMAT;
+  return v === 'human' || v === 'json' || v === 'auto' ? v : undefined;
+}
+
+/** The --log-format flag, for a command's flag table (env TCP_CHRONOGRAPH_LOG_FORMAT). */
+export const LOG_FORMAT_FLAG = {
+  name: 'log-format',
+  arg: 'human|json|auto',
+  default: 'auto',
+  help: 'Log lines as JSON (for log shippers) or as text for a person; auto: text when stdout is a terminal.',
+  parse: parseChoice(['human', 'json', 'auto'] as const),
+} satisfies FlagSpec<LogFormat>;
+
+/** Sets the format and (optionally) where lines go (top and diagnose keep stdout for their output). */
+export function configureLog(opts: { format?: LogFormat; stream?: Writable & { isTTY?: boolean } }): void {
+  if (opts.format !== undefined) config.format = opts.format;
+  if (opts.stream !== undefined) config.stream = opts.stream;
+}
+
+/** The format in effect (auto resolved against the stream). */
+export function logFormat(): 'human' | 'json' {
+  if (config.format !== 'auto') return config.format;
+  return config.stream.isTTY === true ? 'human' : 'json';
+}
+
+const replacer = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? v.toString() : v);
+
+/** One human line: time, level, message, then key=value (values JSON-quoted only when needed). */
+export function humanLine(time: Date, level: Level, msg: string, fields: Record<string, unknown>): string {
+  const hh = time.toISOString().slice(11, 19);
+  const parts = [`${hh} ${level.toUpperCase().padEnd(5)} ${msg}`];
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined) continue;
+    if (Array.isArray(v) && v.length === 0) continue;
+    let text: string;
+    if (typeof v === 'string') text = /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+    else if (Array.isArray(v) && v.every((x) => typeof x === 'string' && /^[^\s,"]+$/.test(x))) text = v.join(',');
+    else text = JSON.stringify(v, replacer);
+    parts.push(`${k}=${text}`);
+  }
+  return parts.join(' ');
+}
 
 export function log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
-  const line = JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }, (_k, v: unknown) =>
-    typeof v === 'bigint' ? v.toString() : v,
-  );
-  process.stdout.write(line + '\n');
+  const now = new Date();
+  const line =
+    logFormat() === 'human' ? humanLine(now, level, msg, fields) : JSON.stringify({ time: now.toISOString(), level, msg, ...fields }, replacer);
+  config.stream.write(line + '\n');
 }
 
 const said = new Set<string>();
@@ -17,4 +80,26 @@ export function logOnce(key: string, level: Level, msg: string, fields: Record<s
   if (said.has(key)) return;
   said.add(key);
   log(level, msg, fields);
+}
+
+const CAP_NAMES: Record<number, string> = { 12: 'net_admin', 13: 'net_raw', 19: 'sys_ptrace', 2: 'dac_read_search', 21: 'sys_admin', 1: 'dac_override' };
+
+/**
+ * Who the agent runs as, for the start line: uid and the capabilities that
+ * matter to some mode (from /proc/self/status CapEff).
+ */
+export function privileges(procStatus = '/proc/self/status'): { uid: number; euid: number; root: boolean; capabilities: string[] } {
+  const uid = process.getuid?.() ?? -1;
+  const euid = process.geteuid?.() ?? -1;
+  const capabilities: string[] = [];
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync(procStatus, 'utf8'));
+    if (m !== null) {
+      const eff = BigInt(`0x${m[1]}`);
+      for (const [bit, name] of Object.entries(CAP_NAMES)) if ((eff >> BigInt(bit)) & 1n) capabilities.push(name);
+    }
+  } catch {
+    // not Linux /proc: say nothing
+  }
+  return { uid, euid, root: euid === 0, capabilities };
 }

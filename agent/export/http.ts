@@ -1,10 +1,12 @@
-// HTTP endpoints of watch mode (express): /metrics, /healthz, /api/connections.
+// HTTP endpoints of watch mode (express): /metrics, /healthz, /api/connections,
+// and the live page (/, /api/overview).
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express, { type Request, type Response } from 'express';
 import { connectionJson, rwndShare, type Connection, type ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
 import type { WatchMetrics } from './metrics.js';
+import { LiveView, pageFiles } from './live.js';
 
 export interface Health {
   ok: boolean;
@@ -67,8 +69,13 @@ export function createApp(deps: HttpDeps): express.Express {
     res.json({ total: all.length, sort, connections: page.map(connectionJson) });
   });
 
+  // The live page (agent/export/live.ts, agent/export/page/): / and its two files, and its data.
+  const live = new LiveView(deps.table, deps.owners);
+  app.get('/api/overview', live.handler);
+  app.get(['/', '/app.js', '/style.css'], pageFiles());
+
   app.use((_req: Request, res: Response) => {
-    res.status(404).json({ error: 'not found: try /metrics, /healthz or /api/connections' });
+    res.status(404).json({ error: 'not found: try /, /metrics, /healthz, /api/connections or /api/overview' });
   });
   return app;
 }

@@ -1,0 +1,438 @@
+// Verdicts for a person: where each connection's and each port's time went
+// over a window (the life of `top`, the `--for` of `diagnose`), and the
+// sentence that says what to do about it.
+//
+// A window is built from the per-poll deltas the connection table already
+// computes, so it needs no baseline snapshot: a connection's first poll
+// (delta over 0 s) starts its window, every later poll adds its growth. The
+// input is a neutral snapshot (ConnSample), made either from a live
+// Connection (in-process poller) or from a running agent's /api/connections.
+import { classify, shares, type Limit, type Shares } from './classify.js';
+import { stateName } from '../parse/inet_diag.js';
+import type { Connection } from './connections.js';
+
+/** One observation of a connection, whatever it came from. */
+export interface ConnSample {
+  id: string;
+  /** Aggregate label: local port or "ephemeral". */
+  port: string;
+  remote: string;
+  state: string;
+  pid: number | null;
+  comm: string | null;
+  /** Epoch ms of the observation. */
+  lastSeen: number;
+  deliveryRate: number;
+  rtt: number;
+  peerRwnd: number | null;
+  bytesAcked: number;
+  /** Growth since the previous observation, over `seconds` (0 on a first observation). */
+  delta: { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number; bytesAcked: number; bytesRetrans: number };
+  closed: boolean;
+}
+
+export function sampleOfConnection(c: Connection): ConnSample {
+  return {
+    id: String(c.cookie),
+    port: c.port,
+    remote: c.remote,
+    state: c.closed !== undefined ? 'closed' : stateName(c.state),
+    pid: c.owner?.pid ?? null,
+    comm: c.owner?.comm ?? null,
+    lastSeen: c.lastSeen,
+    deliveryRate: c.deliveryRate,
+    rtt: c.rtt,
+    peerRwnd: c.peerRwnd ?? null,
+    bytesAcked: c.bytesAcked,
+    delta: { ...c.delta },
+    closed: c.closed !== undefined,
+  };
+}
+
+/** The JSON of GET /api/connections (connectionJson) back into a sample. */
+export function sampleOfApi(j: Record<string, unknown>): ConnSample {
+  const li = (j.lastInterval ?? {}) as Record<string, number>;
+  const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  return {
+    id: String(j.id),
+    port: String(j.port),
+    remote: String(j.remote),
+    state: String(j.state),
+    pid: typeof j.pid === 'number' ? j.pid : null,
+    comm: typeof j.comm === 'string' ? j.comm : null,
+    lastSeen: Date.parse(String(j.lastSeen)) || 0,
+    deliveryRate: num(j.deliveryRateBytesPerSecond),
+    rtt: num(j.rttSeconds),
+    peerRwnd: typeof j.peerRwndBytes === 'number' ? j.peerRwndBytes : null,
+    bytesAcked: num(j.bytesAcked),
+    delta: {
+      seconds: num(li.seconds),
+      busy: num(li.busySeconds),
+      rwndLimited: num(li.rwndLimitedSeconds),
+      sndbufLimited: num(li.sndbufLimitedSeconds),
+      bytesAcked: num(li.bytesAcked),
+      bytesRetrans: 0,
+    },
+    closed: j.closed !== null && j.closed !== undefined,
+  };
+}
+
+/** Figures summed over a window. */
+export interface WindowFigures {
+  /** Connection-seconds observed (wall time × connections). */
+  seconds: number;
+  busy: number;
+  rwndLimited: number;
+  sndbufLimited: number;
+  bytesAcked: number;
+  bytesRetrans: number;
+  /** Seconds of polls that ended with the peer advertising a zero window. */
+  zeroWindowSeconds: number;
+}
+
+export interface ConnWindow extends WindowFigures {
+  last: ConnSample;
+  minPeerRwnd: number | null;
+}
+
+const zero = (): WindowFigures => ({ seconds: 0, busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, zeroWindowSeconds: 0 });
+
+/** Shares of a window (or of one interval), as the classifier defines them. */
+export function windowShares(f: { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number }): Shares {
+  return shares({ span: f.seconds, busy: f.busy, rwndLimited: f.rwndLimited, sndbufLimited: f.sndbufLimited });
+}
+
+export function windowLimit(f: { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number }): Limit {
+  return classify({ span: f.seconds, busy: f.busy, rwndLimited: f.rwndLimited, sndbufLimited: f.sndbufLimited });
+}
+
+/** Accumulates per-connection windows from successive observations. */
+export class WindowTracker {
+  readonly conns = new Map<string, ConnWindow>();
+  polls = 0;
+  started: number | undefined;
+  ended: number | undefined;
+
+  /** Feeds one observation (idempotent per lastSeen). */
+  observe(s: ConnSample): void {
+    let w = this.conns.get(s.id);
+    if (w !== undefined && s.lastSeen <= w.last.lastSeen) return;
+    if (w === undefined) {
+      w = { ...zero(), last: s, minPeerRwnd: s.peerRwnd };
+      this.conns.set(s.id, w);
+    }
+    w.last = s;
+    if (s.peerRwnd !== null) w.minPeerRwnd = w.minPeerRwnd === null ? s.peerRwnd : Math.min(w.minPeerRwnd, s.peerRwnd);
+    const d = s.delta;
+    if (!(d.seconds > 0)) return; // a first observation: the window starts here
+    w.seconds += d.seconds;
+    w.busy += d.busy;
+    w.rwndLimited += d.rwndLimited;
+    w.sndbufLimited += d.sndbufLimited;
+    w.bytesAcked += d.bytesAcked;
+    w.bytesRetrans += d.bytesRetrans;
+    if (s.peerRwnd === 0) w.zeroWindowSeconds += d.seconds;
+  }
+
+  /** Feeds one poll's connections (and those it closed). */
+  observeAll(samples: Iterable<ConnSample>, now = Date.now()): void {
+    this.polls++;
+    this.started ??= now;
+    this.ended = now;
+    for (const s of samples) this.observe(s);
+  }
+
+  /** Forgets closed connections not seen for `ms` (top keeps running for hours). */
+  prune(now: number, ms: number): void {
+    for (const [id, w] of this.conns) if (w.last.closed && now - w.last.lastSeen > ms) this.conns.delete(id);
+  }
+
+  /** Per-port sums (connections that carried nothing in the window are left out). */
+  ports(): Map<string, WindowFigures & { connections: number }> {
+    const out = new Map<string, WindowFigures & { connections: number }>();
+    for (const w of this.conns.values()) {
+      if (!(w.seconds > 0)) continue;
+      let p = out.get(w.last.port);
+      if (p === undefined) {
+        p = { ...zero(), connections: 0 };
+        out.set(w.last.port, p);
+      }
+      p.connections++;
+      p.seconds += w.seconds;
+      p.busy += w.busy;
+      p.rwndLimited += w.rwndLimited;
+      p.sndbufLimited += w.sndbufLimited;
+      p.bytesAcked += w.bytesAcked;
+      p.bytesRetrans += w.bytesRetrans;
+      p.zeroWindowSeconds += w.zeroWindowSeconds;
+    }
+    return out;
+  }
+}
+
+// ---- sentences ----
+
+export const ADVICE: Record<Limit, string> = {
+  rwnd: "the client is not reading: player buffer full or client overloaded (CPU, disk, a small receive buffer)",
+  sndbuf: 'the server\'s send buffer is too small for this path: raise SO_SNDBUF or net.ipv4.tcp_wmem (long-RTT paths need more)',
+  network: 'the path limits delivery: congestion window, pacing or loss on the way to the client',
+  app: 'the server had nothing to send: the application (or its upstream) was slow to produce data',
+  unknown: 'too little sending time to tell (the chronographs tick every 4 ms)',
+};
+
+export const CAUSE: Record<Limit, string> = {
+  rwnd: "the client's receive window",
+  sndbuf: "the server's send buffer",
+  network: 'the network (congestion window, pacing, loss)',
+  app: 'the application (nothing to send)',
+  unknown: 'nothing measurable',
+};
+
+export function pct(x: number): string {
+  return `${Math.round(x * 100)} %`;
+}
+
+export function secs(x: number): string {
+  return x >= 10 ? `${Math.round(x)} s` : `${x.toFixed(1)} s`;
+}
+
+export function bytesText(n: number): string {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(1)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(1)} KiB`;
+  return `${Math.round(n)} B`;
+}
+
+/** Seconds spent in a limit over a window (app: idle connection-time). */
+export function limitSeconds(f: WindowFigures, limit: Limit): number {
+  switch (limit) {
+    case 'rwnd':
+      return f.rwndLimited;
+    case 'sndbuf':
+      return f.sndbufLimited;
+    case 'network':
+      return Math.max(0, f.busy - f.rwndLimited - f.sndbufLimited);
+    case 'app':
+      return Math.max(0, f.seconds - f.busy);
+    default:
+      return 0;
+  }
+}
+
+/** "73 % of sending time on :8080 was limited by the client's receive window" */
+export function headline(port: string, f: WindowFigures, limit: Limit): string {
+  const out = port === 'ephemeral';
+  const conns = out ? 'outbound connections' : `connections on :${port}`;
+  if (limit === 'unknown') return `too little data from ${conns} to tell (${secs(f.seconds)} of connection time)`;
+  if (limit === 'app') {
+    return `${conns} were idle ${pct(f.seconds > 0 ? limitSeconds(f, 'app') / f.seconds : 0)} of the time`;
+  }
+  const share = f.busy > 0 ? limitSeconds(f, limit) / f.busy : 0;
+  return `${pct(share)} of sending time ${out ? 'of outbound connections' : `on :${port}`} was limited by ${CAUSE[limit]}`;
+}
+
+/** The figure in brackets after a connection's name. */
+export function evidence(w: ConnWindow, limit: Limit): string {
+  switch (limit) {
+    case 'rwnd': {
+      const parts = [`rwnd-limited ${secs(w.rwndLimited)} of ${secs(w.seconds)}`];
+      if (w.zeroWindowSeconds > 0) parts.unshift(`peer window 0 for ${secs(w.zeroWindowSeconds)}`);
+      else if (w.minPeerRwnd !== null) parts.push(`peer window down to ${bytesText(w.minPeerRwnd)}`);
+      return parts.join(', ');
+    }
+    case 'sndbuf':
+      return `send buffer full ${secs(w.sndbufLimited)} of ${secs(w.seconds)}, RTT ${(w.last.rtt * 1000).toFixed(1)} ms`;
+    case 'network':
+      return `busy ${secs(w.busy)} of ${secs(w.seconds)} at ${rateText(w.last.deliveryRate)}, RTT ${(w.last.rtt * 1000).toFixed(1)} ms${w.bytesRetrans > 0 ? `, ${bytesText(w.bytesRetrans)} retransmitted` : ''}`;
+    case 'app':
+      return `idle ${secs(Math.max(0, w.seconds - w.busy))} of ${secs(w.seconds)}`;
+    default:
+      return `${secs(w.seconds)} observed`;
+  }
+}
+
+export function rateText(bytesPerSecond: number): string {
+  const bits = bytesPerSecond * 8;
+  if (bits >= 1e9) return `${(bits / 1e9).toFixed(1)} Gbit/s`;
+  if (bits >= 1e6) return `${(bits / 1e6).toFixed(1)} Mbit/s`;
+  if (bits >= 1e3) return `${(bits / 1e3).toFixed(0)} kbit/s`;
+  return `${Math.round(bits)} bit/s`;
+}
+
+function owner(s: ConnSample): string {
+  return s.comm !== null ? `; served by ${s.comm}${s.pid !== null ? ` ${s.pid}` : ''}` : '';
+}
+
+// ---- the report (diagnose) ----
+
+export interface ConnVerdict {
+  id: string;
+  port: string;
+  remote: string;
+  pid: number | null;
+  comm: string | null;
+  limit: Limit;
+  shares: Shares;
+  seconds: number;
+  busySeconds: number;
+  rwndLimitedSeconds: number;
+  sndbufLimitedSeconds: number;
+  zeroWindowSeconds: number;
+  minPeerRwndBytes: number | null;
+  bytesAcked: number;
+  bytesRetrans: number;
+  deliveryRateBytesPerSecond: number;
+  rttSeconds: number;
+  evidence: string;
+  advice: string;
+}
+
+export interface PortVerdict {
+  port: string;
+  connections: number;
+  limit: Limit;
+  shares: Shares;
+  /** Of busy time (app: of connection time). */
+  limitShareOfSending: number;
+  seconds: number;
+  busySeconds: number;
+  rwndLimitedSeconds: number;
+  sndbufLimitedSeconds: number;
+  zeroWindowSeconds: number;
+  bytesAcked: number;
+  bytesRetrans: number;
+  sentence: string;
+  worst: ConnVerdict[];
+}
+
+export interface Report {
+  window: { seconds: number; polls: number; start: string | null; end: string | null };
+  ports: PortVerdict[];
+  /** Every connection of the window, worst first. */
+  connections: ConnVerdict[];
+}
+
+function connVerdict(w: ConnWindow): ConnVerdict {
+  const limit = windowLimit(w);
+  return {
+    id: w.last.id,
+    port: w.last.port,
+    remote: w.last.remote,
+    pid: w.last.pid,
+    comm: w.last.comm,
+    limit,
+    shares: windowShares(w),
+    seconds: w.seconds,
+    busySeconds: w.busy,
+    rwndLimitedSeconds: w.rwndLimited,
+    sndbufLimitedSeconds: w.sndbufLimited,
+    zeroWindowSeconds: w.zeroWindowSeconds,
+    minPeerRwndBytes: w.minPeerRwnd,
+    bytesAcked: w.bytesAcked,
+    bytesRetrans: w.bytesRetrans,
+    deliveryRateBytesPerSecond: w.last.deliveryRate,
+    rttSeconds: w.last.rtt,
+    evidence: evidence(w, limit),
+    advice: ADVICE[limit],
+  };
+}
+
+/** How bad a connection is, for ranking: stalled time first, then network-limited time. */
+function badness(w: WindowFigures): number {
+  return w.rwndLimited + w.sndbufLimited + 0.5 * Math.max(0, w.busy - w.rwndLimited - w.sndbufLimited);
+}
+
+/**
+ * A port's verdict is about its *sending* time: the largest of rwnd, sndbuf
+ * and network in busy time (ties to the more specific cause), because idle
+ * keep-alive connections would otherwise drown a stalled one. It is `app`
+ * only when the port's connections were busy less than 10 % of their time,
+ * and `unknown` when they were busy less than four jiffies in all.
+ * (A single connection's verdict is the classifier's rule over its span.)
+ */
+export function portLimit(f: WindowFigures): Limit {
+  if (!(f.busy >= 0.016)) return f.seconds > 0 && f.busy === 0 ? 'app' : 'unknown';
+  if (f.busy < 0.1 * f.seconds) return 'app';
+  const network = Math.max(0, f.busy - f.rwndLimited - f.sndbufLimited);
+  if (f.rwndLimited >= f.sndbufLimited && f.rwndLimited >= network) return 'rwnd';
+  if (f.sndbufLimited >= network) return 'sndbuf';
+  return 'network';
+}
+
+export function buildReport(t: WindowTracker, worstPerPort = 3): Report {
+  const windows = [...t.conns.values()].filter((w) => w.seconds > 0);
+  windows.sort((a, b) => badness(b) - badness(a) || b.bytesAcked - a.bytesAcked);
+  const ports: PortVerdict[] = [];
+  for (const [port, f] of t.ports()) {
+    const limit = portLimit(f);
+    // The worst of a port are those that spent the most time in the port's own limit.
+    const mine = windows.filter((w) => w.last.port === port);
+    const rank = limit === 'unknown' ? badness : (w: WindowFigures) => limitSeconds(w, limit);
+    mine.sort((a, b) => rank(b) - rank(a));
+    const worst = mine.slice(0, worstPerPort).map(connVerdict);
+    const head = headline(port, f, limit);
+    const w0 = worst[0];
+    const sentence =
+      w0 !== undefined && limit !== 'unknown'
+        ? `${head}; worst: ${w0.remote} (${evidence(mine[0]!, limit)}${owner(mine[0]!.last)}) — ${ADVICE[limit]}`
+        : `${head} — ${ADVICE[limit]}`;
+    ports.push({
+      port,
+      connections: f.connections,
+      limit,
+      shares: windowShares(f),
+      limitShareOfSending: limit === 'app' ? (f.seconds > 0 ? limitSeconds(f, 'app') / f.seconds : 0) : f.busy > 0 ? limitSeconds(f, limit) / f.busy : 0,
+      seconds: f.seconds,
+      busySeconds: f.busy,
+      rwndLimitedSeconds: f.rwndLimited,
+      sndbufLimitedSeconds: f.sndbufLimited,
+      zeroWindowSeconds: f.zeroWindowSeconds,
+      bytesAcked: f.bytesAcked,
+      bytesRetrans: f.bytesRetrans,
+      sentence,
+      worst,
+    });
+  }
+  // Ports where time was lost to the client or the path come first.
+  ports.sort((a, b) => badness({ ...zero(), seconds: b.seconds, busy: b.busySeconds, rwndLimited: b.rwndLimitedSeconds, sndbufLimited: b.sndbufLimitedSeconds }) -
+    badness({ ...zero(), seconds: a.seconds, busy: a.busySeconds, rwndLimited: a.rwndLimitedSeconds, sndbufLimited: a.sndbufLimitedSeconds }));
+  return {
+    window: {
+      seconds: t.started !== undefined && t.ended !== undefined ? (t.ended - t.started) / 1000 : 0,
+      polls: t.polls,
+      start: t.started !== undefined ? new Date(t.started).toISOString() : null,
+      end: t.ended !== undefined ? new Date(t.ended).toISOString() : null,
+    },
+    ports,
+    connections: windows.map(connVerdict),
+  };
+}
+
+/** The report as text: one paragraph per port, the figures behind it indented. */
+export function formatReport(r: Report, worstConnections = 5): string {
+  const lines: string[] = [];
+  if (r.ports.length === 0) {
+    lines.push(`No connection carried data during the ${secs(r.window.seconds)} watched (${r.window.polls} polls).`);
+    return lines.join('\n') + '\n';
+  }
+  lines.push(`Watched ${secs(r.window.seconds)} (${r.window.polls} polls), ${r.connections.length} connection${r.connections.length === 1 ? '' : 's'} carrying data.`, '');
+  for (const p of r.ports) {
+    lines.push(p.sentence);
+    const s = p.shares;
+    lines.push(
+      `    ${p.connections} conn, ${secs(p.seconds)} connection-time: app ${pct(s.app)}, network ${pct(s.network)}, rwnd ${pct(s.rwnd)}, sndbuf ${pct(s.sndbuf)}; ` +
+        `busy ${secs(p.busySeconds)}, rwnd-limited ${secs(p.rwndLimitedSeconds)}, sndbuf-limited ${secs(p.sndbufLimitedSeconds)}, ${bytesText(p.bytesAcked)} acked` +
+        (p.bytesRetrans > 0 ? `, ${bytesText(p.bytesRetrans)} retransmitted` : ''),
+    );
+    lines.push('');
+  }
+  const worst = r.connections.filter((c) => c.limit !== 'app' && c.limit !== 'unknown').slice(0, worstConnections);
+  if (worst.length > 0) {
+    lines.push('Worst connections:');
+    for (const c of worst) {
+      const who = c.comm !== null ? ` ${c.comm}${c.pid !== null ? `[${c.pid}]` : ''}` : '';
+      lines.push(`  :${c.port} ${c.remote}${who}  ${c.limit}  (${c.evidence}) — ${c.advice}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
