@@ -1,6 +1,6 @@
 // End to end, real kernel: the built CLI attached to a separate Node server
 // process (test/attach/target.mjs) streaming to loopback readers.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -94,6 +94,7 @@ describe('tcp-chronograph attach (real kernel, separate target process)', () => 
     expect(sockets.map((s) => s.peer)).not.toContain(lateName);
 
     const text = await (await fetch(`${agent.url}/metrics`)).text();
+    expect(execFileSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })).toBe('');
     expect(metric(text, 'tcp_chrono_attach_sockets')).toBe(3);
     expect(metric(text, 'tcp_chrono_attach_sockets_attached_total')).toBe(4);
     expect(metric(text, 'tcp_chrono_attach_sockets_released_total')).toBe(1);
