@@ -233,6 +233,13 @@ async function runAttach(argv: readonly string[]): Promise<number> {
   };
   process.on('uncaughtException', die);
   process.on('unhandledRejection', die);
+  // Signals are taken from here on (a SIGTERM during start-up must still detach).
+  let signalled: string | undefined;
+  let onSignal = (why: string): void => {
+    signalled ??= why;
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
 
   let first;
   try {
@@ -393,8 +400,8 @@ async function runAttach(argv: readonly string[]): Promise<number> {
       })();
     };
     attacher.on('target-exit', () => stop('target-exit'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    onSignal = stop;
+    if (signalled !== undefined) stop(signalled);
   });
 }
 
