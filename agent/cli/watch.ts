@@ -6,7 +6,7 @@ import { readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isSystemError } from '../native.js';
-import { TCP_STATES, stateName, type PortRange } from '../parse/inet_diag.js';
+import { TCP_STATES, stateName, type PortRange, type TcpChrono } from '../parse/inet_diag.js';
 import { DiagSource, parseCidr } from '../sources/diag.js';
 import { DestroyFeed } from '../sources/destroy.js';
 import { ConnectionTable } from '../model/connections.js';
@@ -23,7 +23,7 @@ import {
   parseListen,
   type FlagSpec,
 } from './flags.js';
-import { log, logOnce } from './log.js';
+import { LOG_FORMAT_FLAG, configureLog, log, logOnce, privileges } from './log.js';
 import { version } from './version.js';
 
 const SUMMARY =
@@ -110,6 +110,7 @@ const FLAGS = {
     help: 'Look up the pid and command of each exported connection in /proc (best effort, cached).',
     parse: parseChoice(['on', 'off'] as const),
   } satisfies FlagSpec<'on' | 'off'>,
+  logFormat: LOG_FORMAT_FLAG,
 };
 
 function netnsId(): string {
@@ -141,6 +142,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     process.stdout.write(formatHelp('watch', SUMMARY, FLAGS));
     return 0;
   }
+  configureLog({ format: o.logFormat });
   const intervalMs = o.interval * 1000;
   const source = new DiagSource({ ports: o.port, remoteCidrs: o.remoteCidr, states: o.state });
   const owners = o.owners === 'on' ? new OwnerResolver() : undefined;
@@ -201,6 +203,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     { maxConnections: o.maxConnections, info: { version: version(), kernel: release(), destroyFeed: feedState } },
   );
 
+  let firstSample: TcpChrono | undefined;
   const pollOnce = (): void => {
     const t0 = performance.now();
     // Streamed: each socket goes to the table as it is decoded.
@@ -228,6 +231,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
       }
     }
     const sample = r.sample;
+    firstSample ??= sample;
     if (sample !== undefined) {
       if (sample.sndWnd === undefined) {
         logOnce('snd-wnd', 'warn', 'tcp_chrono_connection_peer_rwnd_bytes needs Linux 5.4 or newer (tcpi_snd_wnd); not exported', { kernel: release() });
@@ -283,6 +287,12 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     destroyFeed: feedState,
     owners: o.owners,
     connections: table.open.size,
+    privileges: privileges(),
+    // What this kernel's tcp_info carries (unknown until a connection is seen).
+    kernelFeatures:
+      firstSample === undefined
+        ? 'unknown until a connection is seen'
+        : { chronographs: true, peerWindow: firstSample.sndWnd !== undefined, bytesRetrans: firstSample.bytesRetrans !== undefined },
     degraded,
   });
   for (const d of degraded) logOnce(d, 'warn', d);

@@ -169,8 +169,10 @@ async function refreshChunks() {
     if (r.status === 404) {
       note.textContent = 'No per-chunk mode on this listener: run `tcp-chronograph proxy` (or attach) for per-chunk records.';
       body.replaceChildren();
+      $('#chunks').hidden = true;
       return false;
     }
+    $('#chunks').hidden = false;
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const lines = (await r.text()).split('\n').filter((l) => l.trim() !== '');
     const records = lines.map((l) => JSON.parse(l)).reverse();
