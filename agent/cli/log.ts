@@ -54,7 +54,13 @@ const replacer = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? v
 export function humanLine(time: Date, level: Level, msg: string, fields: Record<string, unknown>): string {
   const hh = time.toISOString().slice(11, 19);
   const parts = [`${hh} ${level.toUpperCase().padEnd(5)} ${msg}`];
+  const flat: [string, unknown][] = [];
+  // Nested objects one level deep become key.sub=value (privileges.root=true).
   for (const [k, v] of Object.entries(fields)) {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) for (const [k2, v2] of Object.entries(v)) flat.push([`${k}.${k2}`, v2]);
+    else flat.push([k, v]);
+  }
+  for (const [k, v] of flat) {
     if (v === undefined) continue;
     if (Array.isArray(v) && v.length === 0) continue;
     let text: string;

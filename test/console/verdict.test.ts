@@ -123,5 +123,6 @@ describe('human log line', () => {
   it('prints key=value, quoting only what needs it, skipping empty lists', () => {
     const line = humanLine(new Date('2025-01-01T12:34:56Z'), 'info', 'watching', { ports: 'all', listen: 'http://127.0.0.1:9465', degraded: [], states: ['established', 'fin-wait-1'], note: 'two words' });
     expect(line).toBe('12:34:56 INFO  watching ports=all listen=http://127.0.0.1:9465 states=established,fin-wait-1 note="two words"');
+    expect(humanLine(new Date(0), 'warn', 'x', { privileges: { root: false, capabilities: ['net_admin'] } })).toBe('00:00:00 WARN  x privileges.root=false privileges.capabilities=net_admin');
   });
 });
