@@ -13,3 +13,6 @@ export interface Command {
    */
   run(argv: readonly string[]): Promise<number>;
 }
+
+/** The command run when none is named; its flags' variables carry no command prefix (flags.ts). */
+export const DEFAULT_COMMAND = 'watch';

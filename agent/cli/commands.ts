@@ -1,5 +1,5 @@
-// The subcommand table. The first entry is the default command.
-import type { Command } from './command.js';
+// The subcommand table; DEFAULT_COMMAND (command.ts) names the default.
+import { DEFAULT_COMMAND, type Command } from './command.js';
 import { attachCommand } from './attach.js';
 import { diagnoseCommand } from './diagnose.js';
 import { proxyCommand } from './proxy.js';
@@ -8,4 +8,4 @@ import { watchCommand } from './watch.js';
 
 export const commands: readonly Command[] = [watchCommand, proxyCommand, attachCommand, topCommand, diagnoseCommand];
 
-export const defaultCommand: Command = watchCommand;
+export const defaultCommand: Command = commands.find((c) => c.name === DEFAULT_COMMAND)!;

@@ -1,6 +1,7 @@
 // Declarative flags with environment-variable fallbacks and generated help.
 // A problem with a flag is a UsageError: the CLI prints its one line and
 // exits 2. Precedence: command line, then environment, then default.
+import { DEFAULT_COMMAND } from './command.js';
 
 export class UsageError extends Error {
   readonly code = 'ERR_TCPCHRONO_USAGE';
@@ -25,9 +26,22 @@ export type FlagValues<S extends Record<string, FlagSpec<unknown>>> = {
   [K in keyof S]: S[K] extends FlagSpec<infer T> ? (S[K]['multiple'] extends true ? T[] : T) : never;
 };
 
-/** TCP_CHRONOGRAPH_MAX_CONNECTIONS for max-connections. */
-export function envName(flag: string): string {
-  return `TCP_CHRONOGRAPH_${flag.toUpperCase().replace(/-/g, '_')}`;
+/**
+ * Flags whose variable is one for every command: log.ts reads
+ * TCP_CHRONOGRAPH_LOG_FORMAT for the whole process, whichever command runs.
+ */
+const PROCESS_WIDE = new Set(['log-format']);
+
+/**
+ * The environment variable of a command's flag. The same flag name means
+ * different things in different commands (`--listen` is watch's metrics
+ * address but proxy's client-facing one), so each command has its own:
+ * TCP_CHRONOGRAPH_MAX_CONNECTIONS for watch (the default command),
+ * TCP_CHRONOGRAPH_PROXY_MAX_CONNECTIONS for proxy.
+ */
+export function envName(command: string, flag: string): string {
+  const scope = command === DEFAULT_COMMAND || PROCESS_WIDE.has(flag) ? '' : `${command}_`;
+  return `TCP_CHRONOGRAPH_${`${scope}${flag}`.toUpperCase().replace(/-/g, '_')}`;
 }
 
 export interface Parsed<S extends Record<string, FlagSpec<unknown>>> {
@@ -83,10 +97,11 @@ export function parseFlags<S extends Record<string, FlagSpec<unknown>>>(
     let texts = raw.get(key);
     let from = 'flag';
     if (texts === undefined) {
-      const e = env[envName(spec.name)];
+      const name = envName(command, spec.name);
+      const e = env[name];
       if (e !== undefined && e !== '') {
         texts = [e];
-        from = envName(spec.name);
+        from = name;
       }
     }
     if (texts === undefined && spec.default !== undefined) {
@@ -118,7 +133,7 @@ export function formatHelp(command: string, summary: string, specs: Record<strin
     const name = `${s.short !== undefined ? `-${s.short}, ` : ''}--${s.name}${s.arg !== undefined ? ` ${s.arg}` : ''}`;
     lines.push(`  ${name}`);
     for (const l of s.help.split('\n')) lines.push(`      ${l}`);
-    const extra = [`env ${envName(s.name)}`];
+    const extra = [`env ${envName(command, s.name)}`];
     if (s.default !== undefined) extra.push(`default ${s.default}`);
     if (s.multiple) extra.push('repeatable or comma-separated');
     lines.push(`      (${extra.join('; ')})`);

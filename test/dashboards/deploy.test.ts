@@ -95,7 +95,12 @@ describe('deploy/ and dashboards/provisioning/ manifests', () => {
       expect(tpl.metadata.labels[pm.spec.jobLabel], file).toBeTruthy();
       // The metrics listen address (env) is the same port, on all interfaces.
       const env = Object.fromEntries((agent.env as Obj[]).map((e) => [e.name, e.value]));
-      const listen = modeOf(doc) === 'proxy' ? env.TCP_CHRONOGRAPH_METRICS_LISTEN : env.TCP_CHRONOGRAPH_LISTEN;
+      const listenVar: Record<string, string> = {
+        watch: 'TCP_CHRONOGRAPH_LISTEN',
+        proxy: 'TCP_CHRONOGRAPH_PROXY_METRICS_LISTEN',
+        attach: 'TCP_CHRONOGRAPH_ATTACH_LISTEN',
+      };
+      const listen = env[listenVar[modeOf(doc)]!];
       expect(listen, file).toBe(`0.0.0.0:${port.containerPort}`);
     }
   });

@@ -34,9 +34,9 @@ function ensureBuilt(): void {
   if (newest(join(ROOT, 'agent')) > built) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'inherit' });
 }
 
-function run(args: string[]): { code: number; stdout: string; stderr: string } {
+function run(args: string[], env: NodeJS.ProcessEnv = {}): { code: number; stdout: string; stderr: string } {
   try {
-    const stdout = execFileSync('node', [CLI, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+    const stdout = execFileSync('node', [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
     return { code: 0, stdout, stderr: '' };
   } catch (e) {
     const err = e as { status: number; stdout: string; stderr: string };
@@ -165,6 +165,20 @@ describe('tcp-chronograph proxy (CLI)', () => {
     const help = run(['proxy', '--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/--proxy-protocol off\|v1\|v2/);
+  });
+
+  it("reads TCP_CHRONOGRAPH_PROXY_* variables, not watch's TCP_CHRONOGRAPH_*", () => {
+    const help = run(['proxy', '--help']);
+    expect(help.stdout).toMatch(/env TCP_CHRONOGRAPH_PROXY_LISTEN[;)]/);
+    expect(help.stdout).toMatch(/env TCP_CHRONOGRAPH_PROXY_METRICS_LISTEN[;)]/);
+    expect(help.stdout).not.toMatch(/env TCP_CHRONOGRAPH_(?!PROXY_)/);
+    // watch's metrics address is not where the proxy's clients connect.
+    const watchVar = run(['proxy', '--upstream', '127.0.0.1:1'], { TCP_CHRONOGRAPH_LISTEN: '127.0.0.1:9465' });
+    expect(watchVar.code).toBe(2);
+    expect(watchVar.stderr).toMatch(/--listen is required/);
+    const own = run(['proxy', '--upstream', '127.0.0.1:1'], { TCP_CHRONOGRAPH_PROXY_LISTEN: 'nowhere' });
+    expect(own.code).toBe(2);
+    expect(own.stderr.trim()).toMatch(/^tcp-chronograph: TCP_CHRONOGRAPH_PROXY_LISTEN "nowhere": expected host:port/);
   });
 
   it('an address in use is a runtime error (exit 1) that says which flag to change', () => {
