@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/errqueue.cc",
+        "native/drain.cc",
         "native/sockopt.cc",
         "native/diag.cc",
         "native/attach.cc"

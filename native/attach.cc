@@ -17,13 +17,11 @@
 //
 // Records reach JavaScript in batches through a thread-safe function, at most
 // once per `batchMs` (or sooner when `batchBytes` are pending), never per
-// record. Frame format as native/errqueue.cc, with the socket's id (chosen by
-// JavaScript) in the fd field:
-//   u32 id | u32 control_len | u32 msg_flags | u32 0 | control bytes | pad to 8
+// record. Frames as native/errqueue.cc's (common.h), tagged with the socket's
+// id (chosen by JavaScript) instead of an fd.
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <sys/epoll.h>
@@ -50,60 +48,11 @@
 namespace chrono {
 namespace {
 
-constexpr size_t kControlLen = 1024;
-constexpr unsigned kBurst = 32;
 constexpr uint64_t kStopId = ~uint64_t{0};
 constexpr uint64_t kPidfdId = ~uint64_t{0} - 1;
 
-struct Frame {
-  uint32_t id, control_len, msg_flags, reserved;
-};
-
 int PidfdOpen(int pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 int PidfdGetfd(int pidfd, int fd) { return static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0)); }
-
-// Appends the records queued on fd (as frames tagged `id`) to out, or only
-// counts them when `keep` is false. Returns records read, or -errno.
-long DrainInto(int fd, uint32_t id, std::vector<uint8_t>& out, bool keep, long max_records) {
-  static thread_local uint8_t control[kBurst][kControlLen];
-  static thread_local uint8_t data[kBurst][64];
-  mmsghdr msgs[kBurst];
-  iovec iov[kBurst];
-  long total = 0;
-  while (total < max_records) {
-    unsigned want = static_cast<unsigned>(std::min<long>(kBurst, max_records - total));
-    for (unsigned i = 0; i < want; i++) {
-      iov[i] = {data[i], sizeof(data[i])};
-      std::memset(&msgs[i], 0, sizeof(mmsghdr));
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_control = control[i];
-      msgs[i].msg_hdr.msg_controllen = kControlLen;
-    }
-    int n;
-    do {
-      n = recvmmsg(fd, msgs, want, MSG_ERRQUEUE | MSG_DONTWAIT, nullptr);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      return total > 0 ? total : -errno;
-    }
-    if (keep) {
-      for (int i = 0; i < n; i++) {
-        const msghdr& h = msgs[i].msg_hdr;
-        Frame f{id, static_cast<uint32_t>(h.msg_controllen), static_cast<uint32_t>(h.msg_flags), 0};
-        size_t padded = (h.msg_controllen + 7) & ~size_t{7};
-        size_t at = out.size();
-        out.resize(at + sizeof(Frame) + padded, 0);
-        std::memcpy(out.data() + at, &f, sizeof(Frame));
-        std::memcpy(out.data() + at + sizeof(Frame), h.msg_control, h.msg_controllen);
-      }
-    }
-    total += n;
-    if (static_cast<unsigned>(n) < want) break;
-  }
-  return total;
-}
 
 Napi::Value PidfdOpenJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -262,7 +211,8 @@ void Loop(std::shared_ptr<State> s) {
         std::lock_guard<std::mutex> lock(s->mu);
         keep = s->pending.size() < s->max_pending;
       }
-      got = DrainInto(dup, static_cast<uint32_t>(id), local, keep, 1 << 20);
+      // Over the pending limit, records are only counted (and dropped).
+      got = DrainErrqueueFrames(dup, static_cast<uint32_t>(id), keep ? &local : nullptr, 1 << 20);
       close(dup);
       std::lock_guard<std::mutex> lock(s->mu);
       s->drains++;
@@ -364,13 +314,12 @@ class AttachDrainer : public Napi::ObjectWrap<AttachDrainer> {
       throw ErrnoError(env, "epoll_ctl(ADD)", e);
     }
     std::vector<uint8_t> out;
-    long got = DrainInto(fd, id, out, true, 1 << 20);
+    long got = DrainErrqueueFrames(fd, id, &out, 1 << 20);
     if (got > 0) {
       std::lock_guard<std::mutex> lock(s->mu);
       s->records += static_cast<uint64_t>(got);
     }
-    if (out.empty()) return env.Null();
-    return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
+    return BufferOrNull(env, out);
   }
 
   // unwatch(id): events for this socket are ignored from now on. (Its epoll
@@ -391,8 +340,7 @@ class AttachDrainer : public Napi::ObjectWrap<AttachDrainer> {
       std::lock_guard<std::mutex> lock(state_->mu);
       frames.swap(state_->pending);
     }
-    if (frames.empty()) return env.Null();
-    return Napi::Buffer<uint8_t>::Copy(env, frames.data(), frames.size());
+    return BufferOrNull(env, frames);
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

@@ -304,22 +304,14 @@ class DestroyFeed : public Napi::ObjectWrap<DestroyFeed> {
       fd_ = -1;
       throw ErrnoError(env_, "bind(SKNLGRP_INET_TCP_DESTROY)", err);
     }
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env_, &loop) != napi_ok) throw Napi::Error::New(env_, "no event loop");
-    poll_ = new uv_poll_t;
-    poll_->data = this;
-    int rc = uv_poll_init(loop, poll_, fd_);
-    if (rc == 0) rc = uv_poll_start(poll_, UV_READABLE, OnReadable);
+    int rc = StartPoll(env_, fd_, this, OnReadable, &poll_);
     if (rc != 0) {
       close(fd_);
       fd_ = -1;
-      delete poll_;
-      poll_ = nullptr;
       throw ErrnoError(env_, "uv_poll_start", -rc);
     }
-    // The feed must not keep the process alive on its own (the poll timer
-    // and HTTP server decide that).
-    uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    // (Unref'd: the feed must not keep the process alive on its own; the poll
+    // timer and HTTP server decide that.)
   }
 
   ~DestroyFeed() override { Shutdown(); }
@@ -342,11 +334,7 @@ class DestroyFeed : public Napi::ObjectWrap<DestroyFeed> {
   }
 
   void Shutdown() {
-    if (poll_ != nullptr) {
-      uv_poll_stop(poll_);
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-      poll_ = nullptr;
-    }
+    StopPoll(&poll_);
     if (fd_ >= 0) {
       close(fd_);
       fd_ = -1;

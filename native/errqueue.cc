@@ -1,7 +1,6 @@
 // Error-queue draining. Records are returned in batches of frames, one JS
-// crossing per batch:
-//   u32 fd | u32 control_len | u32 msg_flags | u32 0 | control bytes | pad to 8
-// The control bytes are the raw cmsg area of one recvmsg(MSG_ERRQUEUE).
+// crossing per batch, tagged with the socket's fd (frame format and the drain
+// loop: common.h, drain.cc).
 //
 // Drainer: a private epoll set of instrumented sockets (edge-triggered),
 // watched by the host's libuv loop with uv_poll. libuv reports the socket's
@@ -9,9 +8,7 @@
 // drained in the very loop turn the kernel signalled it and the host loop
 // never spins on a non-empty error queue (see FIELD-NOTES).
 #include <cerrno>
-#include <cstring>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <vector>
 
@@ -20,58 +17,9 @@
 namespace chrono {
 namespace {
 
-constexpr size_t kControlLen = 1024;  // one record: ~48 ts + ~64 ee + 256 stats
-constexpr unsigned kBurst = 32;       // records per recvmmsg
-
-struct Frame {
-  uint32_t fd, control_len, msg_flags, reserved;
-};
-
-// Appends every record queued on fd to out, up to max_records.
-// Returns the number appended, or -errno on a real error (EAGAIN is not one).
+// Frames tagged with the fd itself (format in common.h).
 long DrainFd(int fd, std::vector<uint8_t>& out, long max_records) {
-  static thread_local uint8_t control[kBurst][kControlLen];
-  static thread_local uint8_t data[kBurst][64];
-  mmsghdr msgs[kBurst];
-  iovec iov[kBurst];
-  long total = 0;
-  while (total < max_records) {
-    unsigned want = static_cast<unsigned>(std::min<long>(kBurst, max_records - total));
-    for (unsigned i = 0; i < want; i++) {
-      iov[i] = {data[i], sizeof(data[i])};
-      std::memset(&msgs[i], 0, sizeof(mmsghdr));
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_control = control[i];
-      msgs[i].msg_hdr.msg_controllen = kControlLen;
-    }
-    int n;
-    do {
-      n = recvmmsg(fd, msgs, want, MSG_ERRQUEUE | MSG_DONTWAIT, nullptr);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      return total > 0 ? total : -errno;
-    }
-    for (int i = 0; i < n; i++) {
-      const msghdr& h = msgs[i].msg_hdr;
-      Frame f{static_cast<uint32_t>(fd), static_cast<uint32_t>(h.msg_controllen),
-              static_cast<uint32_t>(h.msg_flags), 0};
-      size_t padded = (h.msg_controllen + 7) & ~size_t{7};
-      size_t at = out.size();
-      out.resize(at + sizeof(Frame) + padded, 0);
-      std::memcpy(out.data() + at, &f, sizeof(Frame));
-      std::memcpy(out.data() + at + sizeof(Frame), h.msg_control, h.msg_controllen);
-    }
-    total += n;
-    if (static_cast<unsigned>(n) < want) break;  // queue empty
-  }
-  return total;
-}
-
-Napi::Value ToBufferOrNull(Napi::Env env, const std::vector<uint8_t>& out) {
-  if (out.empty()) return env.Null();
-  return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
+  return DrainErrqueueFrames(fd, static_cast<uint32_t>(fd), &out, max_records);
 }
 
 // drainErrqueue(fd, maxRecords = 4096) -> Buffer | null
@@ -82,7 +30,7 @@ Napi::Value DrainErrqueue(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> out;
   long n = DrainFd(fd, out, max);
   if (n < 0) throw ErrnoError(env, "recvmsg(MSG_ERRQUEUE)", static_cast<int>(-n));
-  return ToBufferOrNull(env, out);
+  return BufferOrNull(env, out);
 }
 
 class Drainer : public Napi::ObjectWrap<Drainer> {
@@ -98,21 +46,13 @@ class Drainer : public Napi::ObjectWrap<Drainer> {
     callback_ = Napi::Persistent(info[0].As<Napi::Function>());
     epfd_ = epoll_create1(EPOLL_CLOEXEC);
     if (epfd_ < 0) throw ErrnoError(env_, "epoll_create1", errno);
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env_, &loop) != napi_ok) throw Napi::Error::New(env_, "no event loop");
-    poll_ = new uv_poll_t;
-    poll_->data = this;
-    int rc = uv_poll_init(loop, poll_, epfd_);
-    if (rc == 0) rc = uv_poll_start(poll_, UV_READABLE, OnReadable);
+    int rc = StartPoll(env_, epfd_, this, OnReadable, &poll_);
     if (rc != 0) {
       close(epfd_);
       epfd_ = -1;
-      delete poll_;
-      poll_ = nullptr;
       throw ErrnoError(env_, "uv_poll_start", -rc);
     }
-    // The instrumented sockets keep the loop alive; this watcher must not.
-    uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    // (Unref'd: the instrumented sockets keep the loop alive; this watcher must not.)
   }
 
   ~Drainer() override { Shutdown(); }
@@ -128,7 +68,7 @@ class Drainer : public Napi::ObjectWrap<Drainer> {
     // Records queued before the edge was armed would never signal: take them now.
     std::vector<uint8_t> out;
     DrainFd(fd, out, 1 << 20);
-    return ToBufferOrNull(env_, out);
+    return BufferOrNull(env_, out);
   }
 
   // Stops watching fd and returns what is still queued (call after turning
@@ -138,7 +78,7 @@ class Drainer : public Napi::ObjectWrap<Drainer> {
     if (epfd_ >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);  // ENOENT/EBADF: already gone
     std::vector<uint8_t> out;
     DrainFd(fd, out, 1 << 20);
-    return ToBufferOrNull(env_, out);
+    return BufferOrNull(env_, out);
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -155,11 +95,7 @@ class Drainer : public Napi::ObjectWrap<Drainer> {
   }
 
   void Shutdown() {
-    if (poll_ != nullptr) {
-      uv_poll_stop(poll_);
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-      poll_ = nullptr;
-    }
+    StopPoll(&poll_);
     if (epfd_ >= 0) {
       close(epfd_);
       epfd_ = -1;
