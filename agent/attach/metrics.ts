@@ -1,5 +1,6 @@
 // Self metrics of attach mode (prom-client), read from the attacher at scrape time.
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { selfMetrics } from '../export/self_metrics.js';
 import type { Attacher } from './attacher.js';
 
 export interface AttachInfo {
@@ -10,41 +11,8 @@ export interface AttachInfo {
 }
 
 export function registerAttachMetrics(registry: Registry, a: Attacher, info: AttachInfo, extra: { eventsDropped?: () => number } = {}): void {
-  const registers = [registry];
+  const { counter, counterBy, gauge, eventsDropped, info: infoGauge } = selfMetrics(registry);
   const c = a.counters;
-  const counter = (name: string, help: string, read: () => number): void => {
-    new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        this.reset();
-        this.inc(read());
-      },
-    });
-  };
-  const counterBy = (name: string, help: string, label: string, read: () => Record<string, number>): void => {
-    new Counter({
-      name,
-      help,
-      labelNames: [label],
-      registers,
-      collect() {
-        this.reset();
-        for (const [k, v] of Object.entries(read())) this.inc({ [label]: k }, v);
-      },
-    });
-  };
-  const gauge = (name: string, help: string, read: () => number): void => {
-    new Gauge({
-      name,
-      help,
-      registers,
-      collect() {
-        this.set(read());
-      },
-    });
-  };
   gauge('tcp_chrono_attach_sockets', "Target connections with timestamping turned on by the agent now.", () => a.attachedCount);
   counter('tcp_chrono_attach_sockets_attached_total', 'Target connections the agent turned timestamping on for.', () => c.attached);
   counter('tcp_chrono_attach_sockets_released_total', 'Attached connections released because the target closed them.', () => c.released);
@@ -71,14 +39,11 @@ export function registerAttachMetrics(registry: Registry, a: Attacher, info: Att
   counter('tcp_chrono_attach_rescan_dumps_skipped_total', "Rescans that skipped the sock_diag dump because the target's sockets had not changed.", () => c.dumpsSkipped);
   counter('tcp_chrono_attach_rescan_errors_total', 'Rescans that failed.', () => c.rescanErrors);
   gauge('tcp_chrono_attach_rescan_duration_seconds', 'Duration of the last rescan.', () => c.lastRescanSeconds);
-  if (extra.eventsDropped !== undefined) {
-    counter('tcp_chrono_agent_events_dropped_total', 'Chunk events not written to --events or to /api/chunks followers because they could not keep up.', extra.eventsDropped);
-  }
-  const i = new Gauge({
-    name: 'tcp_chrono_attach_info',
-    help: 'The attached target (value is always 1).',
-    labelNames: ['version', 'pid', 'comm', 'records'],
-    registers,
+  eventsDropped(extra.eventsDropped);
+  infoGauge('tcp_chrono_attach_info', 'The attached target (value is always 1).', {
+    version: info.version,
+    pid: String(info.pid),
+    comm: info.comm,
+    records: info.records,
   });
-  i.set({ version: info.version, pid: String(info.pid), comm: info.comm, records: info.records }, 1);
 }

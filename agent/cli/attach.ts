@@ -12,11 +12,11 @@ import { closeSync } from 'node:fs';
 import express, { type Request, type Response } from 'express';
 import { Registry } from 'prom-client';
 import { Attacher, type AttachedSocket, type SkipReason } from '../attach/attacher.js';
-import { LazyChunkEvents } from '../attach/events.js';
 import { detectGo } from '../attach/golang.js';
 import { registerAttachMetrics } from '../attach/metrics.js';
 import { AttachError, explainTargetError, KERNEL_TOO_OLD, Target } from '../attach/target.js';
 import { nowSeconds } from '../clock.js';
+import { ChunkEvents } from '../export/chunk_events.js';
 import { ChunkMetrics } from '../export/chunk_metrics.js';
 import type { ChunkRecord } from '../model/chunks.js';
 import { attachBinding, isSystemError } from '../native.js';
@@ -264,7 +264,7 @@ async function runAttach(argv: readonly string[]): Promise<number> {
 
   const registry = new Registry();
   const chunkMetrics = new ChunkMetrics(registry);
-  const events = new LazyChunkEvents();
+  const events = new ChunkEvents();
   if (o.events !== undefined) {
     try {
       await events.openFile(o.events);

@@ -1,5 +1,6 @@
 // Self metrics of the proxy (prom-client), read from its counters at scrape time.
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { selfMetrics } from '../export/self_metrics.js';
 import { errqueue } from '../sources/errqueue.js';
 import { RAW_REASONS, UPSTREAM_ERROR_REASONS, type Proxy } from './relay.js';
 
@@ -12,41 +13,8 @@ export interface ProxyInfo {
 
 /** Registers the proxy's self metrics in `registry`; values are read from `proxy` at each scrape. */
 export function registerProxyMetrics(registry: Registry, proxy: Proxy, info: ProxyInfo, extra: { eventsDropped?: () => number } = {}): void {
-  const registers = [registry];
+  const { counter, counterBy, gauge, eventsDropped, info: infoGauge } = selfMetrics(registry);
   const c = proxy.counters;
-  const counter = (name: string, help: string, read: () => number): void => {
-    new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        this.reset();
-        this.inc(read());
-      },
-    });
-  };
-  const counterBy = (name: string, help: string, label: string, read: () => Record<string, number>): void => {
-    new Counter({
-      name,
-      help,
-      labelNames: [label],
-      registers,
-      collect() {
-        this.reset();
-        for (const [k, v] of Object.entries(read())) this.inc({ [label]: k }, v);
-      },
-    });
-  };
-  const gauge = (name: string, help: string, read: () => number): void => {
-    new Gauge({
-      name,
-      help,
-      registers,
-      collect() {
-        this.set(read());
-      },
-    });
-  };
   counter('tcp_chrono_proxy_connections_accepted_total', 'Client connections accepted.', () => c.accepted);
   counter('tcp_chrono_proxy_connections_rejected_total', 'Client connections closed at accept because --max-connections were open.', () => c.rejected);
   gauge('tcp_chrono_proxy_connections', 'Client connections open now.', () => c.open);
@@ -87,15 +55,11 @@ export function registerProxyMetrics(registry: Registry, proxy: Proxy, info: Pro
   );
   counter('tcp_chrono_agent_timestamp_records_total', 'Timestamp records read from the error queues of instrumented sockets.', () => errqueue.counters.records);
   counter('tcp_chrono_agent_timestamp_records_malformed_total', 'Error-queue messages that could not be decoded.', () => errqueue.counters.malformed);
-  if (extra.eventsDropped !== undefined) {
-    const read = extra.eventsDropped;
-    counter('tcp_chrono_agent_events_dropped_total', 'Chunk events not written to --events or to /api/chunks followers because they could not keep up.', read);
-  }
-  const i = new Gauge({
-    name: 'tcp_chrono_proxy_info',
-    help: 'Proxy configuration (value is always 1).',
-    labelNames: ['version', 'upstream', 'proxy_protocol', 'http'],
-    registers,
+  eventsDropped(extra.eventsDropped);
+  infoGauge('tcp_chrono_proxy_info', 'Proxy configuration (value is always 1).', {
+    version: info.version,
+    upstream: info.upstream,
+    proxy_protocol: info.proxyProtocol,
+    http: info.http,
   });
-  i.set({ version: info.version, upstream: info.upstream, proxy_protocol: info.proxyProtocol, http: info.http }, 1);
 }

@@ -135,7 +135,7 @@ export function legendLabels(legend: string | undefined): string[] {
 
 /** Metric names the agent's code defines (string literals starting tcp_chrono_), with histogram series. */
 export function agentMetricNames(): Set<string> {
-  const files = ['agent/export/metrics.ts', 'agent/export/chunk_metrics.ts', 'agent/proxy/metrics.ts', 'agent/attach/metrics.ts'];
+  const files = ['agent/export/metrics.ts', 'agent/export/chunk_metrics.ts', 'agent/export/self_metrics.ts', 'agent/proxy/metrics.ts', 'agent/attach/metrics.ts'];
   const names = new Set<string>();
   for (const f of files) {
     const src = readFileSync(join(ROOT, f), 'utf8');

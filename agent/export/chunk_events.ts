@@ -1,7 +1,15 @@
-// The chunk event stream: one JSON object per line, for offline analysis.
-// Sinks: a file (--events FILE, appended) and HTTP followers
-// (GET /api/chunks?follow=1). A sink that cannot keep up loses events (counted),
-// never memory: the relay must not slow down for its observers.
+// The chunk event stream of proxy and attach mode: one JSON object per line,
+// for offline analysis. Sinks: a file (--events FILE, appended) and HTTP
+// followers (GET /api/chunks?follow=1). A sink that cannot keep up loses
+// events (counted), never memory: the relay or the target must not slow down
+// for its observers.
+//
+// Lazy: a record is turned into JSON only when a file or a follower takes it,
+// and the recent records are kept as objects until someone asks. Attach mode
+// sees every sendmsg of the target (thousands of chunks a second); building a
+// JSON line for each one nobody reads was the agent's largest cost. So a
+// pushed event must not be changed afterwards (proxy and attach push a record
+// of their own).
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Request, Response } from 'express';
 
@@ -10,7 +18,8 @@ const MAX_PENDING = 1 << 20;
 
 export class ChunkEvents {
   dropped = 0;
-  private readonly recent: string[] = [];
+  private readonly ring: object[] = [];
+  private at = 0;
   private readonly followers = new Set<Response>();
   private file: WriteStream | undefined;
   private fileError: Error | undefined;
@@ -34,18 +43,29 @@ export class ChunkEvents {
     return this.fileError;
   }
 
+  /** Keeps the event; turns it into JSON only if a file or a follower takes it now. */
   push(event: object): void {
+    if (this.ring.length < this.keep) this.ring.push(event);
+    else {
+      this.ring[this.at] = event;
+      this.at = (this.at + 1) % this.keep;
+    }
+    const toFile = this.file !== undefined && this.fileError === undefined;
+    if (!toFile && this.followers.size === 0) return;
     const line = JSON.stringify(event) + '\n';
-    this.recent.push(line);
-    if (this.recent.length > this.keep) this.recent.shift();
-    if (this.file !== undefined && this.fileError === undefined) {
-      if (this.file.writableLength > MAX_PENDING) this.dropped++;
-      else this.file.write(line);
+    if (toFile) {
+      if (this.file!.writableLength > MAX_PENDING) this.dropped++;
+      else this.file!.write(line);
     }
     for (const res of this.followers) {
       if (res.writableLength > MAX_PENDING) this.dropped++;
       else res.write(line);
     }
+  }
+
+  private recent(n: number): object[] {
+    const ordered = this.ring.length < this.keep ? this.ring : [...this.ring.slice(this.at), ...this.ring.slice(0, this.at)];
+    return n === 0 ? [] : ordered.slice(-n);
   }
 
   /** GET /api/chunks: the last records (?limit=N), or with ?follow=1 those and every new one. */
@@ -58,7 +78,7 @@ export class ChunkEvents {
     }
     const follow = req.query.follow === '1' || req.query.follow === 'true';
     res.status(200).type('application/x-ndjson');
-    const backlog = limit === 0 ? [] : this.recent.slice(-limit);
+    const backlog = this.recent(limit).map((e) => JSON.stringify(e) + '\n');
     if (!follow) {
       res.end(backlog.join(''));
       return;
