@@ -6,7 +6,6 @@
 // or the target exiting) timestamping is turned off again and the queues
 // drained. See agent/attach/attacher.ts for the rules that keep the target safe.
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { release } from 'node:os';
 import { closeSync } from 'node:fs';
 import express, { type Request, type Response } from 'express';
@@ -20,9 +19,10 @@ import { ChunkEvents } from '../export/chunk_events.js';
 import { ChunkMetrics } from '../export/chunk_metrics.js';
 import type { ChunkRecord } from '../model/chunks.js';
 import { attachBinding, isSystemError } from '../native.js';
-import type { PortRange } from '../parse/inet_diag.js';
 import type { Command } from './command.js';
-import { formatHelp, parseBool, parseChoice, parseDuration, parseFlags, parseIntIn, parseListen, UsageError, type FlagSpec } from './flags.js';
+import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, portFlag, stallAfterFlag } from './common_flags.js';
+import { formatHelp, parseBool, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
+import { hostPort, startServer } from './serve.js';
 import { log, logOnce } from './log.js';
 import { version } from './version.js';
 
@@ -40,22 +40,6 @@ const SUMMARY =
   'If the agent is killed (SIGKILL), timestamping stays on until the next `attach` (or\n' +
   '`attach --cleanup-only`) for the same process turns it off.';
 
-function parsePortRange(text: string): PortRange {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(text);
-  const from = Number(m?.[1]);
-  const to = m?.[2] !== undefined ? Number(m[2]) : from;
-  if (m === null || from < 1 || to > 65535 || from > to) throw new Error('expected a port (1-65535) or a range like 8000-8100');
-  return { from, to };
-}
-
-const durationIn =
-  (min: number, max: number, what: string) =>
-  (t: string): number => {
-    const s = parseDuration(t);
-    if (s < min || s > max) throw new Error(what);
-    return s;
-  };
-
 const FLAGS = {
   pid: {
     name: 'pid',
@@ -63,27 +47,11 @@ const FLAGS = {
     help: 'The server process to attach to. Required.',
     parse: parseIntIn(1, 4_194_304),
   } satisfies FlagSpec<number>,
-  port: {
-    name: 'port',
-    arg: 'PORT[-PORT]',
-    multiple: true,
-    help: "Attach to the target's connections whose local port is one of these.\nDefault: the ports the target listens on (all its connections if it listens on none).",
-    parse: parsePortRange,
-  } satisfies FlagSpec<PortRange>,
-  interval: {
-    name: 'interval',
-    arg: 'DURATION',
-    default: '1s',
-    help: "How often to look for new and closed connections (the target's fd table and one sock_diag dump).",
-    parse: durationIn(0.05, 3600, 'must be from 50ms to 1h'),
-  } satisfies FlagSpec<number>,
-  listen: {
-    name: 'listen',
-    arg: 'HOST:PORT',
-    default: '127.0.0.1:9467',
-    help: 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/sockets).',
-    parse: parseListen,
-  } satisfies FlagSpec<{ host: string; port: number }>,
+  port: portFlag(
+    "Attach to the target's connections whose local port is one of these.\nDefault: the ports the target listens on (all its connections if it listens on none).",
+  ),
+  interval: intervalFlag("How often to look for new and closed connections (the target's fd table and one sock_diag dump)."),
+  listen: listenFlag('listen', 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/sockets).', '127.0.0.1:9467'),
   records: {
     name: 'records',
     arg: 'sched+ack|ack',
@@ -91,13 +59,7 @@ const FLAGS = {
     help: "sched+ack: two records per sendmsg (a chunk's clock starts when the previous chunk left TCP);\nack: one record per sendmsg, half the wake-ups and statistics cost in the target (the clock starts\nat the previous chunk's ACK).",
     parse: parseChoice(['sched+ack', 'ack'] as const),
   } satisfies FlagSpec<'sched+ack' | 'ack'>,
-  stallAfter: {
-    name: 'stall-after',
-    arg: 'DURATION',
-    default: '10s',
-    help: 'Report a chunk as stalled when its last byte left TCP but was not acknowledged this long after.',
-    parse: durationIn(0.1, 3600, 'must be from 100ms to 1h'),
-  } satisfies FlagSpec<number>,
+  stallAfter: stallAfterFlag('Report a chunk as stalled when its last byte left TCP but was not acknowledged this long after.'),
   detachTimeout: {
     name: 'detach-timeout',
     arg: 'DURATION',
@@ -119,15 +81,7 @@ const FLAGS = {
     help: "How often the drainer thread hands records to the agent. (It empties the target's queues\nat once regardless.)",
     parse: durationIn(0, 1, 'must be from 0 to 1s'),
   } satisfies FlagSpec<number>,
-  events: {
-    name: 'events',
-    arg: 'FILE',
-    help: 'Append every chunk record to FILE, one JSON object per line (also at GET /api/chunks?follow=1).',
-    parse: (t: string) => {
-      if (t === '') throw new Error('expected a file path');
-      return t;
-    },
-  } satisfies FlagSpec<string>,
+  events: EVENTS_FLAG,
   force: {
     name: 'force',
     help: "Attach even to a Go program (its reads may fail with \"not pollable\" on a bare EPOLLERR).",
@@ -139,8 +93,6 @@ const FLAGS = {
     parse: parseBool,
   } satisfies FlagSpec<boolean>,
 };
-
-const hostPort = (a: { host: string; port: number }): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
 /** Fails early, with the right sentence, on a kernel without pidfd_getfd. */
 function checkKernel(): void {
@@ -160,18 +112,6 @@ function checkKernel(): void {
   } finally {
     closeSync(pidfd);
   }
-}
-
-function startServer(app: express.Express, a: { host: string; port: number }): Promise<{ server: Server; address: { host: string; port: number } }> {
-  return new Promise((resolve, reject) => {
-    const server: Server = app.listen(a.port, a.host);
-    server.once('error', reject);
-    server.once('listening', () => {
-      server.off('error', reject);
-      const addr = server.address() as AddressInfo;
-      resolve({ server, address: { host: addr.address, port: addr.port } });
-    });
-  });
 }
 
 async function runAttach(argv: readonly string[]): Promise<number> {

@@ -6,7 +6,6 @@
 // --diag on, the sock_diag connection metrics of `watch` for the proxy's
 // port), /healthz, /api/chunks and /api/connections.
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { release } from 'node:os';
 import express, { type Request, type Response } from 'express';
 import { Registry } from 'prom-client';
@@ -20,7 +19,9 @@ import { Proxy, type HostPort, type ProxyChunkRecord, type UpstreamErrorReason }
 import { RouteMap, parseRoute, type Route } from '../proxy/routes.js';
 import { DEFAULT_STATES, DiagSource } from '../sources/diag.js';
 import type { Command } from './command.js';
-import { formatHelp, parseChoice, parseDuration, parseFlags, parseIntIn, parseListen, UsageError, type FlagSpec } from './flags.js';
+import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, stallAfterFlag } from './common_flags.js';
+import { formatHelp, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
+import { hostPort, startServer } from './serve.js';
 import { log, logOnce } from './log.js';
 import { version } from './version.js';
 
@@ -56,35 +57,15 @@ function parseBytes(text: string): number {
   return n;
 }
 
-const durationIn =
-  (min: number, max: number, what: string, zeroMeansNever = false) =>
-  (t: string): number => {
-    const s = parseDuration(t);
-    if (s === 0 && zeroMeansNever) return 0;
-    if (s < min || s > max) throw new Error(what);
-    return s;
-  };
-
 const FLAGS = {
-  listen: {
-    name: 'listen',
-    arg: 'HOST:PORT',
-    help: 'Where clients connect (the address the server used to have). Required.',
-    parse: parseListen,
-  } satisfies FlagSpec<HostPort>,
+  listen: listenFlag('listen', 'Where clients connect (the address the server used to have). Required.'),
   upstream: {
     name: 'upstream',
     arg: 'HOST:PORT',
     help: 'The server the proxy connects to, one connection per client. Required.',
     parse: parseUpstream,
   } satisfies FlagSpec<HostPort>,
-  metricsListen: {
-    name: 'metrics-listen',
-    arg: 'HOST:PORT',
-    default: '127.0.0.1:9466',
-    help: 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/connections).',
-    parse: parseListen,
-  } satisfies FlagSpec<HostPort>,
+  metricsListen: listenFlag('metrics-listen', 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/connections).', '127.0.0.1:9466'),
   route: {
     name: 'route',
     arg: 'NAME=PATH_PREFIX',
@@ -113,13 +94,7 @@ const FLAGS = {
     help: 'Record every Nth chunk of each connection (or a probability in (0, 1)). Records with kernel\nstatistics cost CPU: for non-HTTP bulk streams (a chunk per 64 KiB write) consider 16.',
     parse: parseSample,
   } satisfies FlagSpec<number>,
-  stallAfter: {
-    name: 'stall-after',
-    arg: 'DURATION',
-    default: '10s',
-    help: 'Report a chunk as stalled when its last byte is not acknowledged this long after it was written.',
-    parse: durationIn(0.1, 3600, 'must be from 100ms to 1h'),
-  } satisfies FlagSpec<number>,
+  stallAfter: stallAfterFlag('Report a chunk as stalled when its last byte is not acknowledged this long after it was written.'),
   connectTimeout: {
     name: 'connect-timeout',
     arg: 'DURATION',
@@ -141,15 +116,7 @@ const FLAGS = {
     help: 'Most client connections at once; more are closed at accept (and counted).',
     parse: parseIntIn(1, 1_000_000),
   } satisfies FlagSpec<number>,
-  events: {
-    name: 'events',
-    arg: 'FILE',
-    help: 'Append every chunk record to FILE, one JSON object per line (also at GET /api/chunks?follow=1).',
-    parse: (t: string) => {
-      if (t === '') throw new Error('expected a file path');
-      return t;
-    },
-  } satisfies FlagSpec<string>,
+  events: EVENTS_FLAG,
   diag: {
     name: 'diag',
     arg: 'on|off',
@@ -157,13 +124,7 @@ const FLAGS = {
     help: "Also export watch's per-port and per-connection chronograph metrics (sock_diag) for the\nclient connections of --listen's port.",
     parse: parseChoice(['on', 'off'] as const),
   } satisfies FlagSpec<'on' | 'off'>,
-  interval: {
-    name: 'interval',
-    arg: 'DURATION',
-    default: '1s',
-    help: 'How often --diag on dumps the client connections.',
-    parse: durationIn(0.05, 3600, 'must be from 50ms to 1h'),
-  } satisfies FlagSpec<number>,
+  interval: intervalFlag('How often --diag on dumps the client connections.'),
   maxConnectionSeries: {
     name: 'max-connection-series',
     arg: 'N',
@@ -187,8 +148,6 @@ const FLAGS = {
   } satisfies FlagSpec<'on' | 'off'>,
 };
 
-const hostPort = (a: HostPort): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
-
 function listenFailure(what: string, a: HostPort, flag: string, e: unknown): Error {
   const code = e instanceof Error && 'code' in e ? String((e as { code: unknown }).code) : '';
   const why =
@@ -202,18 +161,6 @@ function listenFailure(what: string, a: HostPort, flag: string, e: unknown): Err
             ? e.message
             : String(e);
   return new Error(`cannot listen for ${what} on ${hostPort(a)}: ${why}; choose another with ${flag}`);
-}
-
-function startServer(app: express.Express, a: HostPort): Promise<{ server: Server; address: HostPort }> {
-  return new Promise((resolve, reject) => {
-    const server: Server = app.listen(a.port, a.host);
-    server.once('error', reject);
-    server.once('listening', () => {
-      server.off('error', reject);
-      const addr = server.address() as AddressInfo;
-      resolve({ server, address: { host: addr.address, port: addr.port } });
-    });
-  });
 }
 
 async function runProxy(argv: readonly string[]): Promise<number> {

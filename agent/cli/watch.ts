@@ -6,7 +6,7 @@ import { readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isSystemError } from '../native.js';
-import { TCP_STATES, stateName, type PortRange, type TcpChrono } from '../parse/inet_diag.js';
+import { TCP_STATES, stateName, type TcpChrono } from '../parse/inet_diag.js';
 import { DiagSource, parseCidr } from '../sources/diag.js';
 import { DestroyFeed } from '../sources/destroy.js';
 import { ConnectionTable } from '../model/connections.js';
@@ -14,29 +14,14 @@ import { OwnerResolver } from '../model/owners.js';
 import { WatchMetrics, type SelfSnapshot } from '../export/metrics.js';
 import { startHttp, type HttpServer } from '../export/http.js';
 import type { Command } from './command.js';
-import {
-  formatHelp,
-  parseChoice,
-  parseDuration,
-  parseFlags,
-  parseIntIn,
-  parseListen,
-  type FlagSpec,
-} from './flags.js';
+import { intervalFlag, listenFlag, portFlag } from './common_flags.js';
+import { formatHelp, parseChoice, parseFlags, parseIntIn, type FlagSpec } from './flags.js';
 import { LOG_FORMAT_FLAG, configureLog, log, logOnce, privileges } from './log.js';
 import { version } from './version.js';
 
 const SUMMARY =
   'Export busy, rwnd-limited and sndbuf-limited time of every TCP connection in this\n' +
   'network namespace to Prometheus, per local port and per connection (capped).';
-
-function parsePortRange(text: string): PortRange {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(text);
-  const from = Number(m?.[1]);
-  const to = m?.[2] !== undefined ? Number(m[2]) : from;
-  if (m === null || from < 1 || to > 65535 || from > to) throw new Error('expected a port (1-65535) or a range like 8000-8100');
-  return { from, to };
-}
 
 function parseState(text: string): number {
   const s = TCP_STATES[text.toLowerCase() as keyof typeof TCP_STATES];
@@ -46,24 +31,10 @@ function parseState(text: string): number {
 }
 
 const FLAGS = {
-  interval: {
-    name: 'interval',
-    arg: 'DURATION',
-    default: '1s',
-    help: 'How often to dump the sockets (one sock_diag dump, ~1 µs per socket in the kernel).',
-    parse: (t: string) => {
-      const s = parseDuration(t);
-      if (s < 0.05 || s > 3600) throw new Error('must be from 50ms to 1h');
-      return s;
-    },
-  } satisfies FlagSpec<number>,
-  port: {
-    name: 'port',
-    arg: 'PORT[-PORT]',
-    multiple: true,
-    help: 'Watch only connections whose local port is one of these (filtered in the kernel).\nDefault: every port; outbound connections are then aggregated as port="ephemeral".',
-    parse: parsePortRange,
-  } satisfies FlagSpec<PortRange>,
+  interval: intervalFlag('How often to dump the sockets (one sock_diag dump, ~1 µs per socket in the kernel).'),
+  port: portFlag(
+    'Watch only connections whose local port is one of these (filtered in the kernel).\nDefault: every port; outbound connections are then aggregated as port="ephemeral".',
+  ),
   remoteCidr: {
     name: 'remote-cidr',
     arg: 'CIDR',
@@ -82,13 +53,7 @@ const FLAGS = {
     help: 'TCP states to watch. Outside established, only connections that carried data are kept.',
     parse: parseState,
   } satisfies FlagSpec<number>,
-  listen: {
-    name: 'listen',
-    arg: 'HOST:PORT',
-    default: '127.0.0.1:9465',
-    help: 'Address of the HTTP server (/metrics, /healthz, /api/connections).',
-    parse: parseListen,
-  } satisfies FlagSpec<{ host: string; port: number }>,
+  listen: listenFlag('listen', 'Address of the HTTP server (/metrics, /healthz, /api/connections).', '127.0.0.1:9465'),
   maxConnections: {
     name: 'max-connections',
     arg: 'N',
