@@ -10,7 +10,8 @@ section "The lab: ground truth and accuracy"). Every mode is bounded in time.
       whose buffer is full). Prints JSON lines, times in CLOCK_REALTIME
       seconds (the clock the agent's chunk records use):
         {"event":"connected","local":"IP:PORT","t":...}
-        {"event":"segment","i":N,"tReq":...,"tDone":...,"stall":[t0,t1]|null,"truth":"..."}
+        {"event":"segment","i":N,"tReq":...,"tDone":...,"stall":[t0,t1,tFull]|null,"truth":"..."}
+      (tFull: when the receive queue stopped growing, i.e. the window closed)
         {"event":"done","t":...}
   poll --url URL --port P --seconds S [--every 0.2]
       Polls the watch agent's /api/connections and prints every new
@@ -18,6 +19,9 @@ section "The lab: ground truth and accuracy"). Every mode is bounded in time.
         {"remote":...,"end":epoch_s,"seconds":...,"busy":...,"rwnd":...,"sndbuf":...,"acked":...}
 """
 import argparse
+import fcntl
+import struct
+import termios
 import json
 import socket
 import sys
@@ -79,9 +83,21 @@ def client(a) -> None:
         t_body = time.monotonic()
         while got < length and time.monotonic() < deadline:
             if stall is None and 0 <= stall_after <= got:
+                # The reader stops. The window closes only once the receive
+                # queue is full: watch it (FIONREAD) and note when it stops
+                # growing for 30 ms — the start of the receiver-side truth.
                 t0 = now()
-                time.sleep(seg["stallSeconds"])
-                stall = [t0, now()]
+                end_stall = time.monotonic() + seg["stallSeconds"]
+                last, same, t_full = -1, 0, None
+                while time.monotonic() < end_stall:
+                    time.sleep(0.01)
+                    if t_full is None:
+                        q = struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+                        same = same + 1 if q == last else 0
+                        last = q
+                        if same >= 3:
+                            t_full = now() - 0.03
+                stall = [t0, now(), t_full if t_full is not None else t0]
                 continue
             if rate and got > rate * (time.monotonic() - t_body):
                 time.sleep(0.002)

@@ -128,5 +128,9 @@ async function handle(sock: Socket, probe: Probe | undefined): Promise<void> {
 
 async function write(sock: Socket, b: Buffer): Promise<void> {
   if (sock.destroyed) return;
-  if (!sock.write(b)) await Promise.race([once(sock, 'drain'), once(sock, 'close')]);
+  if (sock.write(b)) return;
+  const ac = new AbortController();
+  const quiet = (p: Promise<unknown>): Promise<unknown> => p.catch(() => undefined);
+  await Promise.race([quiet(once(sock, 'drain', { signal: ac.signal })), quiet(once(sock, 'close', { signal: ac.signal }))]);
+  ac.abort();
 }

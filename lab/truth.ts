@@ -8,7 +8,8 @@ export interface SegmentEvent {
   i: number;
   tReq: number;
   tDone: number;
-  stall: [number, number] | null;
+  /** [reader stops, reader resumes, receive queue full (window closed)] */
+  stall: [number, number, number?] | null;
 }
 
 export interface Span {
@@ -36,8 +37,10 @@ export function timeline(plan: Segment[], events: SegmentEvent[], connected: num
     push(t, from, 'app');
     const transfer = seg.transfer ?? seg.truth;
     if (e.stall !== null) {
-      push(from, e.stall[0] + oneWay, transfer);
-      push(e.stall[0] + oneWay, e.stall[1] + oneWay, 'rwnd');
+      // Until the receive queue is full the sender still sends: rwnd from then.
+      const full = e.stall[2] ?? e.stall[0];
+      push(from, full + oneWay, transfer);
+      push(full + oneWay, e.stall[1] + oneWay, 'rwnd');
       push(e.stall[1] + oneWay, to, transfer);
     } else {
       push(from, to, transfer);
