@@ -7,7 +7,7 @@
 // (delta over 0 s) starts its window, every later poll adds its growth. The
 // input is a neutral snapshot (ConnSample), made either from a live
 // Connection (in-process poller) or from a running agent's /api/connections.
-import { classify, shares, type Limit, type Shares } from './classify.js';
+import { busyLimit, classify, shares, type Limit, type Shares } from './classify.js';
 import { stateName } from '../parse/inet_diag.js';
 import type { Connection } from './connections.js';
 
@@ -343,20 +343,16 @@ function badness(w: WindowFigures): number {
 }
 
 /**
- * A port's verdict is about its *sending* time: the largest of rwnd, sndbuf
- * and network in busy time (ties to the more specific cause), because idle
- * keep-alive connections would otherwise drown a stalled one. It is `app`
- * only when the port's connections were busy less than 10 % of their time,
- * and `unknown` when they were busy less than four jiffies in all.
- * (A single connection's verdict is the classifier's rule over its span.)
+ * A port's verdict is about its *sending* time (busyLimit, the classifier's
+ * rule for busy time), because idle keep-alive connections would otherwise
+ * drown a stalled one. It is `app` only when the port's connections were busy
+ * less than 10 % of their time, and `unknown` when they were busy less than
+ * four jiffies in all. (A single connection's verdict is classify() over its span.)
  */
 export function portLimit(f: WindowFigures): Limit {
   if (!(f.busy >= 0.016)) return f.seconds > 0 && f.busy === 0 ? 'app' : 'unknown';
   if (f.busy < 0.1 * f.seconds) return 'app';
-  const network = Math.max(0, f.busy - f.rwndLimited - f.sndbufLimited);
-  if (f.rwndLimited >= f.sndbufLimited && f.rwndLimited >= network) return 'rwnd';
-  if (f.sndbufLimited >= network) return 'sndbuf';
-  return 'network';
+  return busyLimit(f.busy, f.rwndLimited, f.sndbufLimited);
 }
 
 export function buildReport(t: WindowTracker, worstPerPort = 3): Report {

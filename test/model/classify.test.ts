@@ -16,9 +16,20 @@ describe('classify', () => {
     expect(classify({ span: 0.05, busy: 0.05, rwndLimited: 0, sndbufLimited: 0 }, { minSpan: 0.1 })).toBe('unknown');
   });
 
-  it('breaks ties toward the more specific cause', () => {
+  it('names rwnd or sndbuf when the kernel counted it for a third of busy time', () => {
+    // A slow reader under BBR: half the time rwnd-limited, half pacing at its rate.
     expect(classify({ span: 1, busy: 1, rwndLimited: 0.5, sndbufLimited: 0 })).toBe('rwnd');
+    expect(classify({ span: 1, busy: 0.9, rwndLimited: 0.3, sndbufLimited: 0 })).toBe('rwnd');
+    expect(classify({ span: 1, busy: 0.9, rwndLimited: 0.29, sndbufLimited: 0 })).toBe('network');
+    expect(classify({ span: 1, busy: 1, rwndLimited: 0.35, sndbufLimited: 0.4 })).toBe('sndbuf');
+    // A healthy reader behind a bottleneck: the window seldom binds.
+    expect(classify({ span: 1, busy: 1, rwndLimited: 0.08, sndbufLimited: 0.02 })).toBe('network');
+  });
+
+  it('says app when the sender was idle for more than half the span', () => {
     expect(classify({ span: 1, busy: 0.5, rwndLimited: 0, sndbufLimited: 0 })).toBe('network');
+    expect(classify({ span: 1, busy: 0.49, rwndLimited: 0.4, sndbufLimited: 0 })).toBe('app');
+    expect(classify({ span: 1, busy: 0.6, rwndLimited: 0.3, sndbufLimited: 0 })).toBe('rwnd');
   });
 
   it('keeps shares in [0, 1] and summing to 1 despite jiffy rounding', () => {
