@@ -9,10 +9,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChunkRecord } from '../../agent/model/chunks.js';
 import { OPT_RX_FILTER } from '../../agent/attach/attacher.js';
+import { ensureBuilt } from '../helpers/cli.js';
 import { slowReader } from '../helpers/loopback.js';
 import {
   cpuOver,
-  ensureBuilt,
   metric,
   setTargetTimestamping,
   sleep,

@@ -6,7 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectGo } from '../../agent/attach/golang.js';
-import { CLI, ensureBuilt, Lines, runCli, sleep, startTarget, stopAgent, type TargetProc } from './helpers.js';
+import { CLI, ensureBuilt, runCli, type CliResult } from '../helpers/cli.js';
+import { Lines, sleep, startTarget, stopAgent, type TargetProc } from './helpers.js';
+
+/** The attach refusals are allowed 20 s each (twice runCli's default). */
+const attachCli = (args: string[], prefix: string[] = []): CliResult => runCli(args, { prefix, timeoutMs: 20_000 });
 
 // A C server that looks like a Go binary: it has a .go.buildinfo section.
 const FAKE_GO = `
@@ -53,16 +57,16 @@ describe('tcp-chronograph attach: errors and refusals', () => {
   });
 
   it('usage errors exit 2', () => {
-    const noPid = runCli(['attach']);
+    const noPid = attachCli(['attach']);
     expect(noPid.code).toBe(2);
     expect(noPid.stderr).toMatch(/--pid is required/);
-    expect(runCli(['attach', '--pid', 'abc']).code).toBe(2);
-    expect(runCli(['attach', '--pid', '1', '--records', 'all']).code).toBe(2);
-    expect(runCli(['attach', '--pid', '1', '--bogus']).code).toBe(2);
+    expect(attachCli(['attach', '--pid', 'abc']).code).toBe(2);
+    expect(attachCli(['attach', '--pid', '1', '--records', 'all']).code).toBe(2);
+    expect(attachCli(['attach', '--pid', '1', '--bogus']).code).toBe(2);
   });
 
   it('--help states the risk', () => {
-    const h = runCli(['attach', '--help']);
+    const h = attachCli(['attach', '--help']);
     expect(h.code).toBe(0);
     expect(h.stdout).toMatch(/RISK/);
     expect(h.stdout).toMatch(/EPOLLERR/);
@@ -71,7 +75,7 @@ describe('tcp-chronograph attach: errors and refusals', () => {
   });
 
   it('no such pid', () => {
-    const r = runCli(['attach', '--pid', '4194000']);
+    const r = attachCli(['attach', '--pid', '4194000']);
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toMatch(/^tcp-chronograph: no process with pid 4194000/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -81,13 +85,13 @@ describe('tcp-chronograph attach: errors and refusals', () => {
     const sleeper = spawn('sleep', ['30']);
     children.push(sleeper);
     await sleep(50);
-    const r = runCli(['attach', '--pid', String(sleeper.pid)]);
+    const r = attachCli(['attach', '--pid', String(sleeper.pid)]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/has no TCP sockets/);
   });
 
   it('missing privilege names CAP_SYS_PTRACE (agent run as nobody against a root process)', () => {
-    const r = runCli(['attach', '--pid', String(target.child.pid)], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all']);
+    const r = attachCli(['attach', '--pid', String(target.child.pid)], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/permission denied/);
     expect(r.stderr).toMatch(/CAP_SYS_PTRACE/);
@@ -98,7 +102,7 @@ describe('tcp-chronograph attach: errors and refusals', () => {
     const go = spawn(fakeGo, [], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(go);
     await new Lines(go).next(/^\d+$/);
-    const r = runCli(['attach', '--pid', String(go.pid)]);
+    const r = attachCli(['attach', '--pid', String(go.pid)]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/is a Go program \(ELF section \.go\.buildinfo\)/);
     expect(r.stderr).toMatch(/--force/);

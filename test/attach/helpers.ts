@@ -1,45 +1,15 @@
-// Plumbing for the attach tests: the built CLI, a target server process, and
-// a look at the target's sockets from outside (pidfd_getfd, as the agent does).
-import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { closeSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+// Plumbing for the attach tests: a target server process, the agent attached
+// to it, and a look at the target's sockets from outside (pidfd_getfd, as the
+// agent does). The built CLI itself: test/helpers/cli.ts.
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { closeSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { attachBinding, native } from '../../agent/native.js';
 import { parseTcpInfo } from '../../agent/parse/tcp_info.js';
+import { CLI } from '../helpers/cli.js';
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const CLI = join(ROOT, 'dist/agent/cli/main.js');
 export const TARGET = fileURLToPath(new URL('./target.mjs', import.meta.url));
-
-/** Rebuilds dist/ if any agent source is newer than the built CLI. */
-export function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    Math.max(
-      0,
-      ...readdirSync(dir, { withFileTypes: true }).map((e) =>
-        e.isDirectory() ? newest(join(dir, e.name)) : e.name.endsWith('.ts') ? statSync(join(dir, e.name)).mtimeMs : 0,
-      ),
-    );
-  let built = 0;
-  try {
-    built = statSync(CLI).mtimeMs;
-  } catch {
-    // not built
-  }
-  if (newest(join(ROOT, 'agent')) > built) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'inherit' });
-}
-
-export function runCli(args: string[], prefix: string[] = []): { code: number; stdout: string; stderr: string } {
-  const [cmd, ...rest] = [...prefix, 'node', CLI, ...args];
-  try {
-    const stdout = execFileSync(cmd!, rest, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
-    return { code: 0, stdout, stderr: '' };
-  } catch (e) {
-    const err = e as { status: number; stdout: string; stderr: string };
-    return { code: err.status, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 /** Lines of a child's stdout, as they come; `next(re)` resolves with the first (later) line matching. */
 export class Lines {

@@ -6,6 +6,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
+import { CLI } from '../helpers/cli.js';
 import { rules, ROOT } from './artifacts.js';
 
 function yamlFiles(dir: string): string[] {
@@ -25,8 +26,6 @@ function docs(file: string): Obj[] {
   for (const d of all) expect(d.errors, file).toEqual([]);
   return all.map((d) => d.toJS() as Obj).filter((d) => d !== null);
 }
-
-const CLI = join(ROOT, 'dist/agent/cli/main.js');
 
 describe('deploy/ and dashboards/provisioning/ manifests', () => {
   const files = [...yamlFiles(join(ROOT, 'deploy')), ...yamlFiles(join(ROOT, 'dashboards/provisioning'))].map((f) => relative(ROOT, f));

@@ -15,20 +15,19 @@
 // Grafana's variables are replaced as Grafana would: $job by the two jobs as
 // a regex alternation, $instance and $port by All (.*), $__rate_interval by
 // 10s, $__range by the time since Prometheus started.
-import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RULES_FILE } from '../../dashboards/src/build.js';
 import { REC, RWND_SHARE } from '../../dashboards/src/rules.js';
+import { CLI, ensureBuilt } from '../helpers/cli.js';
 import { Lab, eventually, waitForLine } from '../lab/lab.js';
 import { labelValuesQuery, legendLabels, panelQueries, ROOT, rules, substitute, variables, type PanelQuery } from './artifacts.js';
 
-const CLI = join(ROOT, 'dist/agent/cli/main.js');
-const BULK = fileURLToPath(new URL('../watch/peers.py', import.meta.url));
-const PEERS = fileURLToPath(new URL('./peers.py', import.meta.url));
+const PEERS = fileURLToPath(new URL('../watch/peers.py', import.meta.url));
 
 const SLOW_PORT = 5001;
 const FAST_PORT = 5002;
@@ -67,24 +66,6 @@ const QUIET_ALERTS = [
   'TCPChronoAgentParseErrors',
   'TCPChronoAttachRecordsDropped',
 ];
-
-/** Rebuilds dist/ if any agent source is newer than the built CLI. */
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    Math.max(
-      0,
-      ...readdirSync(dir, { withFileTypes: true }).map((e) =>
-        e.isDirectory() ? newest(join(dir, e.name)) : e.name.endsWith('.ts') ? statSync(join(dir, e.name)).mtimeMs : 0,
-      ),
-    );
-  let built = 0;
-  try {
-    built = statSync(CLI).mtimeMs;
-  } catch {
-    // not built
-  }
-  if (newest(join(ROOT, 'agent')) > built) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'inherit' });
-}
 
 interface Series {
   metric: Record<string, string>;
@@ -161,8 +142,8 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
     const s = lab.server;
     const c = lab.client;
     const servers = [
-      lab.spawn(s.ns, ['python3', BULK, 'server', '--port', String(SLOW_PORT), '--lifetime', '80']),
-      lab.spawn(s.ns, ['python3', BULK, 'server', '--port', String(FAST_PORT), '--lifetime', '80']),
+      lab.spawn(s.ns, ['python3', PEERS, 'server', '--port', String(SLOW_PORT), '--lifetime', '80']),
+      lab.spawn(s.ns, ['python3', PEERS, 'server', '--port', String(FAST_PORT), '--lifetime', '80']),
     ];
     const paced = lab.spawn(s.ns, ['python3', PEERS, 'paced-server', '--port', String(APP_PORT), '--bytes', '4096', '--every', '0.25', '--lifetime', '80']);
     servers.push(paced);
@@ -220,9 +201,9 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
 
     // Clients, all bounded by TRAFFIC_SECONDS.
     const T = String(TRAFFIC_SECONDS);
-    const slow = lab.spawn(c.ns, ['python3', BULK, 'client', '--host', s.address, '--port', String(SLOW_PORT), '--seconds', T, '--rcvbuf', '4096', '--rate', '20000']);
-    lab.spawn(c.ns, ['python3', BULK, 'client', '--host', s.address, '--port', String(FAST_PORT), '--seconds', T]);
-    lab.spawn(c.ns, ['python3', BULK, 'client', '--host', s.address, '--port', String(APP_PORT), '--seconds', T]);
+    const slow = lab.spawn(c.ns, ['python3', PEERS, 'client', '--host', s.address, '--port', String(SLOW_PORT), '--seconds', T, '--rcvbuf', '4096', '--rate', '20000']);
+    lab.spawn(c.ns, ['python3', PEERS, 'client', '--host', s.address, '--port', String(FAST_PORT), '--seconds', T]);
+    lab.spawn(c.ns, ['python3', PEERS, 'client', '--host', s.address, '--port', String(APP_PORT), '--seconds', T]);
     const http = (args: string[]): ChildProcess => lab!.spawn(c.ns, ['python3', PEERS, 'http-client', '--host', s.address, '--port', String(PROXY_PORT), '--seconds', T, ...args]);
     http(['--path', '/segment.ts']);
     http(['--path', '/index.m3u8', '--pause', '0.05']);

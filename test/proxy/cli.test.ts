@@ -5,44 +5,14 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'dist/agent/cli/main.js');
 const MiB = 1024 * 1024;
-
-/** Rebuilds dist/ if any agent source is newer than the built CLI. */
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    Math.max(
-      0,
-      ...readdirSync(dir, { withFileTypes: true }).map((e) =>
-        e.isDirectory() ? newest(join(dir, e.name)) : e.name.endsWith('.ts') ? statSync(join(dir, e.name)).mtimeMs : 0,
-      ),
-    );
-  let built = 0;
-  try {
-    built = statSync(CLI).mtimeMs;
-  } catch {
-    // not built
-  }
-  if (newest(join(ROOT, 'agent')) > built) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'inherit' });
-}
-
-function run(args: string[], env: NodeJS.ProcessEnv = {}): { code: number; stdout: string; stderr: string } {
-  try {
-    const stdout = execFileSync('node', [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
-    return { code: 0, stdout, stderr: '' };
-  } catch (e) {
-    const err = e as { status: number; stdout: string; stderr: string };
-    return { code: err.status, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 /** Resolves with the first stdout line matching `re` (as parsed JSON when it is JSON). */
 function waitForLine(child: ChildProcess, re: RegExp, ms = 10_000): Promise<string> {
@@ -157,32 +127,32 @@ describe('tcp-chronograph proxy (CLI)', () => {
       [['proxy', '--listen', ':8080', '--upstream', '127.0.0.1:1', '--bogus'], /unknown flag --bogus/],
     ];
     for (const [args, re] of cases) {
-      const r = run(args);
+      const r = runCli(args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(re);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
-    const help = run(['proxy', '--help']);
+    const help = runCli(['proxy', '--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/--proxy-protocol off\|v1\|v2/);
   });
 
   it("reads TCP_CHRONOGRAPH_PROXY_* variables, not watch's TCP_CHRONOGRAPH_*", () => {
-    const help = run(['proxy', '--help']);
+    const help = runCli(['proxy', '--help']);
     expect(help.stdout).toMatch(/env TCP_CHRONOGRAPH_PROXY_LISTEN[;)]/);
     expect(help.stdout).toMatch(/env TCP_CHRONOGRAPH_PROXY_METRICS_LISTEN[;)]/);
     expect(help.stdout).not.toMatch(/env TCP_CHRONOGRAPH_(?!PROXY_)/);
     // watch's metrics address is not where the proxy's clients connect.
-    const watchVar = run(['proxy', '--upstream', '127.0.0.1:1'], { TCP_CHRONOGRAPH_LISTEN: '127.0.0.1:9465' });
+    const watchVar = runCli(['proxy', '--upstream', '127.0.0.1:1'], { env: { TCP_CHRONOGRAPH_LISTEN: '127.0.0.1:9465' } });
     expect(watchVar.code).toBe(2);
     expect(watchVar.stderr).toMatch(/--listen is required/);
-    const own = run(['proxy', '--upstream', '127.0.0.1:1'], { TCP_CHRONOGRAPH_PROXY_LISTEN: 'nowhere' });
+    const own = runCli(['proxy', '--upstream', '127.0.0.1:1'], { env: { TCP_CHRONOGRAPH_PROXY_LISTEN: 'nowhere' } });
     expect(own.code).toBe(2);
     expect(own.stderr.trim()).toMatch(/^tcp-chronograph: TCP_CHRONOGRAPH_PROXY_LISTEN "nowhere": expected host:port/);
   });
 
   it('an address in use is a runtime error (exit 1) that says which flag to change', () => {
-    const r = run(['proxy', '--listen', proxy.listen, '--upstream', '127.0.0.1:1']);
+    const r = runCli(['proxy', '--listen', proxy.listen, '--upstream', '127.0.0.1:1']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/cannot listen for clients on .*: the address is in use; choose another with --listen/);
   });

@@ -2,15 +2,14 @@
 // a client namespace by a veth pair whose server end is shaped with tbf.
 // Traffic (test/watch/peers.py) runs only inside the lab's namespaces.
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 import { Lab, eventually, stopChild, waitForLine } from '../lab/lab.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'dist/agent/cli/main.js');
 const PEERS = fileURLToPath(new URL('./peers.py', import.meta.url));
 
 const SLOW_PORT = 5001; // slow reader, tiny receive buffer
@@ -20,24 +19,6 @@ const AGENT = '127.0.0.1:9465';
 const AGENT_LONG = '127.0.0.1:9466'; // --interval 1h: only the destroy feed sees short connections
 const AGENT_NOBODY = '127.0.0.1:9467';
 const PROM = '127.0.0.1:9490';
-
-/** Rebuilds dist/ if any agent source is newer than the built CLI. */
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    Math.max(
-      0,
-      ...readdirSync(dir, { withFileTypes: true }).map((e) =>
-        e.isDirectory() ? newest(join(dir, e.name)) : e.name.endsWith('.ts') ? statSync(join(dir, e.name)).mtimeMs : 0,
-      ),
-    );
-  let built = 0;
-  try {
-    built = statSync(CLI).mtimeMs;
-  } catch {
-    // not built
-  }
-  if (newest(join(ROOT, 'agent')) > built) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'inherit' });
-}
 
 /** Value of the first sample of `name` whose labels include all of `labels`. */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -255,19 +236,9 @@ describe('watch: two namespaces, tbf-shaped path', () => {
 });
 
 describe('watch CLI usage errors (no namespace needed)', () => {
-  const runCli = (args: string[], env: NodeJS.ProcessEnv = {}): { status: number; stdout: string; stderr: string } => {
-    try {
-      const stdout = execFileSync('node', [CLI, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', stdio: 'pipe', timeout: 10_000 });
-      return { status: 0, stdout, stderr: '' };
-    } catch (e) {
-      const x = e as { status: number; stdout: string; stderr: string };
-      return { status: x.status, stdout: x.stdout, stderr: x.stderr };
-    }
-  };
-
   it('--help documents every flag with its environment variable', () => {
     const r = runCli(['watch', '--help']);
-    expect(r.status).toBe(0);
+    expect(r.code).toBe(0);
     for (const f of ['--interval', '--port', '--remote-cidr', '--state', '--listen', '--max-connections', '--destroy-feed', '--owners']) {
       expect(r.stdout).toContain(f);
     }
@@ -283,15 +254,15 @@ describe('watch CLI usage errors (no namespace needed)', () => {
     [['frobnicate'], /unknown command "frobnicate"/],
   ])('%j exits 2 with one line', (args, re) => {
     const r = runCli(args);
-    expect(r.status).toBe(2);
+    expect(r.code).toBe(2);
     const lines = r.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(re);
   });
 
   it('reads flags from the environment, and says which variable was wrong', () => {
-    const r = runCli(['watch'], { TCP_CHRONOGRAPH_MAX_CONNECTIONS: 'lots' });
-    expect(r.status).toBe(2);
+    const r = runCli(['watch'], { env: { TCP_CHRONOGRAPH_MAX_CONNECTIONS: 'lots' } });
+    expect(r.code).toBe(2);
     expect(r.stderr.trim()).toMatch(/^tcp-chronograph: TCP_CHRONOGRAPH_MAX_CONNECTIONS "lots": expected a whole number/);
   });
 });
