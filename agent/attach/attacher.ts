@@ -355,16 +355,7 @@ export class Attacher extends EventEmitter {
         this.skip(h, 'zerocopy', 'SO_ZEROCOPY is set: the application owns this error queue');
         return false;
       }
-      const s: AttachedSocket = {
-        id: this.nextId++,
-        inode: h.inode,
-        targetFd,
-        localPort: h.localPort,
-        peer: formatEndpoint(h.remoteAddress, h.remotePort),
-        chunker: undefined,
-        records: 0,
-        gone: false,
-      };
+      const s = this.register(h, targetFd);
       (s as { chunker: RecordChunker }).chunker = new RecordChunker(
         { sched: this.opts.sched, stallAfter: this.opts.stallAfter, maxPending: this.opts.maxPendingChunks },
         (c) => {
@@ -373,8 +364,6 @@ export class Attacher extends EventEmitter {
           this.emit('chunk', c, s);
         },
       );
-      this.sockets.set(s.id, s);
-      this.byInode.set(s.inode, s);
       // Watch first, then enable: no record can queue unseen.
       const queued = this.drainer.watch(s.id, fd, targetFd, h.inode);
       try {
@@ -397,24 +386,30 @@ export class Attacher extends EventEmitter {
     }
   }
 
+  /** A new socket entry for the target's fd (no chunker yet), found by id and by inode from now on. */
+  private register(h: InetDiagHeader, targetFd: number): AttachedSocket {
+    const s: AttachedSocket = {
+      id: this.nextId++,
+      inode: h.inode,
+      targetFd,
+      localPort: h.localPort,
+      peer: formatEndpoint(h.remoteAddress, h.remotePort),
+      chunker: undefined,
+      records: 0,
+      gone: false,
+    };
+    this.sockets.set(s.id, s);
+    this.byInode.set(s.inode, s);
+    return s;
+  }
+
   /** A not-selected socket still carrying our flags from a killed agent: watch it so it can be turned off and drained. */
   private adoptStale(h: InetDiagHeader, targetFd: number): AttachedSocket | undefined {
     const fd = this.dup(targetFd, h.inode);
     if (fd === undefined) return undefined;
     try {
       if (!isAttachPattern(native().getTimestamping(fd))) return undefined;
-      const s: AttachedSocket = {
-        id: this.nextId++,
-        inode: h.inode,
-        targetFd,
-        localPort: h.localPort,
-        peer: formatEndpoint(h.remoteAddress, h.remotePort),
-        chunker: undefined,
-        records: 0,
-        gone: false,
-      };
-      this.sockets.set(s.id, s);
-      this.byInode.set(s.inode, s);
+      const s = this.register(h, targetFd);
       this.drainer.watch(s.id, fd, targetFd, h.inode);
       this.counters.staleCleaned++;
       return s;

@@ -22,7 +22,7 @@
 // error queue overflowed, or the kernel merged the skb on retransmission):
 // counted in `lost`.
 import { classify, shares, type ClassifyOptions } from '../model/classify.js';
-import type { ChronoSnapshot, ChunkRecord } from '../model/chunks.js';
+import { fromOptStats, type ChronoSnapshot, type ChunkRecord } from '../model/chunks.js';
 import type { OptStats } from '../parse/opt_stats.js';
 import type { TxRecord } from '../parse/errqueue.js';
 
@@ -65,18 +65,10 @@ const TWO32 = 2 ** 32;
 const HALF = 2 ** 31;
 const nonNeg = (x: number): number => (x > 0 ? x : 0);
 
+/** The record's chronographs, or undefined where OPT_STATS carries none. */
 export function snapshotOf(s: OptStats | undefined): ChronoSnapshot | undefined {
   if (s === undefined || s.busy === undefined) return undefined;
-  return {
-    busy: s.busy,
-    rwndLimited: s.rwndLimited ?? 0,
-    sndbufLimited: s.sndbufLimited ?? 0,
-    totalRetrans: s.totalRetrans ?? 0,
-    ...(s.deliveryRate !== undefined && { deliveryRate: s.deliveryRate }),
-    ...(s.sndCwnd !== undefined && { cwnd: s.sndCwnd }),
-    ...(s.srtt !== undefined && { srtt: s.srtt }),
-    ...(s.minRtt !== undefined && { minRtt: s.minRtt }),
-  };
+  return fromOptStats(s);
 }
 
 export class RecordChunker {

@@ -323,7 +323,8 @@ export class ChunkTracker {
 
 const nonNeg = (x: number): number => (x > 0 ? x : 0);
 
-function fromOptStats(s: NonNullable<TxRecord['stats']>): ChronoSnapshot {
+/** The chronograph snapshot in a record's OPT_STATS (also attach's RecordChunker). */
+export function fromOptStats(s: NonNullable<TxRecord['stats']>): ChronoSnapshot {
   return {
     busy: s.busy ?? 0,
     rwndLimited: s.rwndLimited ?? 0,
