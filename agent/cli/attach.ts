@@ -17,11 +17,13 @@ import { AttachError, explainTargetError, KERNEL_TOO_OLD, Target } from '../atta
 import { nowSeconds } from '../clock.js';
 import { ChunkEvents } from '../export/chunk_events.js';
 import { ChunkMetrics } from '../export/chunk_metrics.js';
+import { createApp } from '../export/http.js';
 import type { ChunkRecord } from '../model/chunks.js';
 import { attachBinding, isSystemError } from '../native.js';
 import type { Command } from './command.js';
 import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, portFlag, stallAfterFlag } from './common_flags.js';
 import { formatHelp, parseBool, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
+import { startPortWatch, type PortWatch } from './port_watch.js';
 import { hostPort, startServer } from './serve.js';
 import { log, logOnce } from './log.js';
 import { version } from './version.js';
@@ -51,7 +53,21 @@ const FLAGS = {
     "Attach to the target's connections whose local port is one of these.\nDefault: the ports the target listens on (all its connections if it listens on none).",
   ),
   interval: intervalFlag("How often to look for new and closed connections (the target's fd table and one sock_diag dump)."),
-  listen: listenFlag('listen', 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/sockets).', '127.0.0.1:9467'),
+  metricsListen: listenFlag('metrics-listen', 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/sockets, /api/connections).', '127.0.0.1:9465'),
+  diag: {
+    name: 'diag',
+    arg: 'on|off',
+    default: 'on',
+    help: "Also export watch's per-port and per-connection chronograph metrics (sock_diag) for the\nattached ports (--port, else the ports the target listens on).",
+    parse: parseChoice(['on', 'off'] as const),
+  } satisfies FlagSpec<'on' | 'off'>,
+  maxConnectionSeries: {
+    name: 'max-connection-series',
+    arg: 'N',
+    default: '200',
+    help: 'With --diag on: at most N connections get per-connection series; 0 turns them off.',
+    parse: parseIntIn(0, 100_000),
+  } satisfies FlagSpec<number>,
   records: {
     name: 'records',
     arg: 'sched+ack|ack',
@@ -202,7 +218,19 @@ async function runAttach(argv: readonly string[]): Promise<number> {
     throw new AttachError(`pid ${o.pid} (${target.comm}) has no TCP sockets (no listener, no connection) in this network namespace`, 'no-sockets');
   }
 
-  const registry = new Registry();
+  // Connection metrics of `watch` for the attached ports (sock_diag), where the kernel allows.
+  let portWatch: PortWatch | undefined;
+  const diagPorts = o.port.length > 0 ? o.port : [...attacher.listeningPorts].map((p) => ({ from: p, to: p }));
+  if (o.diag === 'on' && diagPorts.length > 0) {
+    try {
+      portWatch = startPortWatch(diagPorts, { intervalSeconds: o.interval, maxSeries: o.maxConnectionSeries });
+    } catch (e) {
+      logOnce('diag', 'warn', `connection metrics off: the sock_diag dump failed (${e instanceof Error ? e.message : String(e)})`);
+    }
+  } else if (o.diag === 'on') {
+    logOnce('diag', 'warn', 'connection metrics off: the target listens on no port and --port was not given');
+  }
+  const registry = portWatch?.metrics.registry ?? new Registry();
   const chunkMetrics = new ChunkMetrics(registry);
   const events = new ChunkEvents();
   if (o.events !== undefined) {
@@ -231,7 +259,7 @@ async function runAttach(argv: readonly string[]): Promise<number> {
   app.disable('etag');
   app.get('/metrics', async (_req: Request, res: Response) => {
     try {
-      res.set('Content-Type', registry.contentType).send(await registry.metrics());
+      res.set('Content-Type', registry.contentType).send(portWatch !== undefined ? await portWatch.metrics.render() : await registry.metrics());
     } catch (e) {
       res.status(500).type('text/plain').send(`metrics rendering failed: ${e instanceof Error ? e.message : String(e)}\n`);
     }
@@ -253,18 +281,23 @@ async function runAttach(argv: readonly string[]): Promise<number> {
   app.get('/api/sockets', (_req: Request, res: Response) => {
     res.json(attacher.list());
   });
-  app.use((_req: Request, res: Response) => {
-    res.status(404).json({ error: 'not found: try /metrics, /healthz, /api/chunks or /api/sockets' });
-  });
+  if (portWatch !== undefined) {
+    // /api/connections as in watch mode (its /metrics and /healthz are shadowed by the routes above).
+    app.use(createApp({ metrics: portWatch.metrics, table: portWatch.table, health: () => ({ ok: true }) }));
+  } else {
+    app.use((_req: Request, res: Response) => {
+      res.status(404).json({ error: 'not found: try /metrics, /healthz, /api/chunks or /api/sockets' });
+    });
+  }
   let http: { server: Server; address: { host: string; port: number } };
   try {
-    http = await startServer(app, o.listen);
+    http = await startServer(app, o.metricsListen);
   } catch (e) {
     await attacher.detachAll(o.detachTimeout * 1000);
     target.close();
     const code = e instanceof Error && 'code' in e ? String((e as { code: unknown }).code) : '';
     const why = code === 'EADDRINUSE' ? 'the address is in use' : e instanceof Error ? e.message : String(e);
-    throw new Error(`cannot listen on ${hostPort(o.listen)}: ${why}; choose another with --listen`);
+    throw new Error(`cannot listen on ${hostPort(o.metricsListen)}: ${why}; choose another with --metrics-listen`);
   }
 
   log('info', 'attaching', {
@@ -279,7 +312,8 @@ async function runAttach(argv: readonly string[]): Promise<number> {
     records: o.records,
     idTcp: attacher.idTcp ?? null,
     staleMarker: attacher.markerSupported ?? null,
-    listen: `http://${hostPort(http.address)}`,
+    metrics: `http://${hostPort(http.address)}`,
+    diag: portWatch !== undefined ? 'on' : 'off',
     force,
   });
   if (attacher.markerSupported === false) {
@@ -306,6 +340,7 @@ async function runAttach(argv: readonly string[]): Promise<number> {
       }
       stopping = true;
       clearInterval(timer);
+      portWatch?.stop();
       void (async () => {
         const report = await attacher.detachAll(o.detachTimeout * 1000);
         const drainer = attacher.drainerCounters();

@@ -12,15 +12,13 @@ import { Registry } from 'prom-client';
 import { ChunkEvents } from '../export/chunk_events.js';
 import { ChunkMetrics } from '../export/chunk_metrics.js';
 import { createApp } from '../export/http.js';
-import { WatchMetrics } from '../export/metrics.js';
-import { ConnectionTable } from '../model/connections.js';
 import { registerProxyMetrics } from '../proxy/metrics.js';
 import { Proxy, type HostPort, type ProxyChunkRecord, type UpstreamErrorReason } from '../proxy/relay.js';
 import { RouteMap, parseRoute, type Route } from '../proxy/routes.js';
-import { DEFAULT_STATES, DiagSource } from '../sources/diag.js';
 import type { Command } from './command.js';
 import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, stallAfterFlag } from './common_flags.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
+import { startPortWatch, type PortWatch } from './port_watch.js';
 import { hostPort, startServer } from './serve.js';
 import { log, logOnce } from './log.js';
 import { version } from './version.js';
@@ -65,7 +63,7 @@ const FLAGS = {
     help: 'The server the proxy connects to, one connection per client. Required.',
     parse: parseUpstream,
   } satisfies FlagSpec<HostPort>,
-  metricsListen: listenFlag('metrics-listen', 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/connections).', '127.0.0.1:9466'),
+  metricsListen: listenFlag('metrics-listen', 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/connections).', '127.0.0.1:9465'),
   route: {
     name: 'route',
     arg: 'NAME=PATH_PREFIX',
@@ -194,10 +192,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
   });
 
   // Connection metrics of `watch` for the proxy's clients (sock_diag), where the kernel allows.
-  let table: ConnectionTable | undefined;
-  let source: DiagSource | undefined;
-  let watchMetrics: WatchMetrics | undefined;
-  const diagStats = { polls: 0, pollErrors: 0, parseErrors: 0, interrupted: 0, seen: 0, lastError: undefined as string | undefined };
+  let portWatch: PortWatch | undefined;
 
   const events = new ChunkEvents();
   if (o.events !== undefined) {
@@ -216,39 +211,14 @@ async function runProxy(argv: readonly string[]): Promise<number> {
   }
 
   if (o.diag === 'on') {
-    table = new ConnectionTable({ closeGraceMs: 0, portsChosen: true });
-    source = new DiagSource({ ports: [{ from: listening.port, to: listening.port }], remoteCidrs: [], states: DEFAULT_STATES });
     try {
-      source.poll();
+      portWatch = startPortWatch([{ from: listening.port, to: listening.port }], { intervalSeconds: o.interval, maxSeries: o.maxConnectionSeries });
     } catch (e) {
       degraded.push(`connection metrics off: the sock_diag dump failed (${e instanceof Error ? e.message : String(e)})`);
-      table = undefined;
-      source = undefined;
     }
   }
-  let registry: Registry;
-  if (table !== undefined) {
-    const t = table;
-    watchMetrics = new WatchMetrics(
-      t,
-      undefined,
-      () => ({
-        polls: diagStats.polls,
-        pollErrors: diagStats.pollErrors,
-        parseErrors: { dump: diagStats.parseErrors, destroy: 0 },
-        dumpInterrupted: diagStats.interrupted,
-        socketsSeen: diagStats.seen,
-        destroyFeedUp: false,
-        destroyedSockets: 0,
-        destroyFeedLost: 0,
-        ownerScans: 0,
-      }),
-      { maxConnections: o.maxConnectionSeries, info: { version: version(), kernel: release(), destroyFeed: 'off' } },
-    );
-    registry = watchMetrics.registry;
-  } else {
-    registry = new Registry();
-  }
+  const watchMetrics = portWatch?.metrics;
+  const registry = watchMetrics?.registry ?? new Registry();
   const chunkMetrics = new ChunkMetrics(registry);
   registerProxyMetrics(
     registry,
@@ -301,9 +271,9 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     });
   });
   app.get('/api/chunks', events.handler);
-  if (table !== undefined && watchMetrics !== undefined) {
+  if (portWatch !== undefined) {
     // /api/connections as in watch mode (its /metrics and /healthz are shadowed by the routes above).
-    app.use(createApp({ metrics: watchMetrics, table, health: () => ({ ok: true }) }));
+    app.use(createApp({ metrics: portWatch.metrics, table: portWatch.table, health: () => ({ ok: true }) }));
   } else {
     app.use((_req: Request, res: Response) => {
       res.status(404).json({ error: 'not found: try /metrics, /healthz or /api/chunks' });
@@ -318,29 +288,6 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     throw listenFailure('metrics', o.metricsListen, '--metrics-listen', e);
   }
 
-  let timer: NodeJS.Timeout | undefined;
-  if (source !== undefined && table !== undefined) {
-    const s = source;
-    const t = table;
-    const poll = (): void => {
-      try {
-        const r = s.poll();
-        t.applyPoll(r.sockets, Date.now(), r.listeningPorts, !r.interrupted);
-        diagStats.polls++;
-        diagStats.seen = r.seen;
-        diagStats.parseErrors += r.parseErrors;
-        diagStats.interrupted += r.interruptedRetries + (r.interrupted ? 1 : 0);
-        diagStats.lastError = undefined;
-      } catch (e) {
-        diagStats.pollErrors++;
-        diagStats.lastError = e instanceof Error ? e.message : String(e);
-        logOnce(`poll:${diagStats.lastError}`, 'warn', 'sock_diag poll failed; retrying every interval', { error: diagStats.lastError });
-      }
-    };
-    poll();
-    timer = setInterval(poll, o.interval * 1000);
-  }
-
   log('info', 'proxying', {
     version: version(),
     kernel: release(),
@@ -353,7 +300,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     sample: o.sample,
     bufferSize: o.bufferSize,
     instrument: o.instrument,
-    diag: table !== undefined ? 'on' : 'off',
+    diag: portWatch !== undefined ? 'on' : 'off',
     events: o.events ?? null,
     degraded,
   });
@@ -364,7 +311,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) process.exit(1); // second signal: the user insists
       stopping = true;
-      if (timer !== undefined) clearInterval(timer);
+      portWatch?.stop();
       // Stop accepting, let open connections finish for a moment, then reset them.
       const deadline = setTimeout(() => {
         log('warn', 'shutdown deadline passed; exiting', { signal });

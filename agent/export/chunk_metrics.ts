@@ -23,7 +23,7 @@ export interface ChunkLabels {
 }
 
 export interface ChunkMetricsOptions {
-  /** Buckets of tcp_chrono_chunk_queue_delay_seconds. */
+  /** Buckets of tcp_chrono_chunk_queue_seconds. */
   queueBuckets?: number[];
   /** Buckets of tcp_chrono_chunk_delivery_seconds. */
   deliveryBuckets?: number[];
@@ -65,7 +65,7 @@ export class ChunkMetrics {
     this.stalls = counter('tcp_chrono_chunk_stalls_total', 'Chunks whose last byte was not acknowledged within the stall timeout (or before the connection closed), by what limited them until then.', LL);
     this.bytes = counter('tcp_chrono_chunk_bytes_total', 'Bytes of the chunks counted in tcp_chrono_chunks_total.', LL);
     this.queueDelay = new Histogram({
-      name: 'tcp_chrono_chunk_queue_delay_seconds',
+      name: 'tcp_chrono_chunk_queue_seconds',
       help: "Time a chunk's last byte waited in the TCP send queue: from its write to the kernel's SCHED timestamp.",
       labelNames: L,
       buckets: opts.queueBuckets ?? QUEUE_BUCKETS,

@@ -59,7 +59,7 @@ async function measure(server, agentPid) {
 }
 
 async function startAgent(pid, extra) {
-  const child = spawn('taskset', ['-c', '1', process.execPath, CLI, 'attach', '--pid', String(pid), '--listen', '127.0.0.1:0', '--interval', '100ms', ...extra], {
+  const child = spawn('taskset', ['-c', '1', process.execPath, CLI, 'attach', '--pid', String(pid), '--metrics-listen', '127.0.0.1:0', '--interval', '100ms', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines = [];

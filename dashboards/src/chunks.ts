@@ -88,7 +88,7 @@ export function chunksDashboard(): dashboard.Dashboard {
             min: 0,
             w: 12,
             h: 8,
-            queries: [0.5, 0.9, 0.99].map((p) => ({ expr: q(p, 'tcp_chrono_chunk_queue_delay_seconds'), legend: `p${Math.round(p * 100)}` })),
+            queries: [0.5, 0.9, 0.99].map((p) => ({ expr: q(p, 'tcp_chrono_chunk_queue_seconds'), legend: `p${Math.round(p * 100)}` })),
           }),
           timeseriesPanel({
             title: 'Queue time in TCP by route, p90',
@@ -97,7 +97,7 @@ export function chunksDashboard(): dashboard.Dashboard {
             min: 0,
             w: 12,
             h: 8,
-            queries: [{ expr: q(0.9, 'tcp_chrono_chunk_queue_delay_seconds', ['route']), legend: '{{route}}' }],
+            queries: [{ expr: q(0.9, 'tcp_chrono_chunk_queue_seconds', ['route']), legend: '{{route}}' }],
           }),
           timeseriesPanel({
             title: 'Delivery time by limit, p50 and p99',

@@ -59,8 +59,8 @@ export const REC = {
   stalls: r('tcp_chrono_chunk_stalls', `rate${WINDOW}`, LL),
   chunkBytes: r('tcp_chrono_chunk_bytes', `rate${WINDOW}`, LL),
   deliveryBuckets: r('tcp_chrono_chunk_delivery_seconds_bucket', `rate${WINDOW}`, 'namespace_job_port_limit_le'),
-  queueBuckets: r('tcp_chrono_chunk_queue_delay_seconds_bucket', `rate${WINDOW}`, 'namespace_job_port_le'),
-  queueP99: r('tcp_chrono_chunk_queue_delay_seconds', `p99_${WINDOW}`),
+  queueBuckets: r('tcp_chrono_chunk_queue_seconds_bucket', `rate${WINDOW}`, 'namespace_job_port_le'),
+  queueP99: r('tcp_chrono_chunk_queue_seconds', `p99_${WINDOW}`),
 };
 
 function rollups(): RecordingRule[] {
@@ -91,7 +91,7 @@ function rollups(): RecordingRule[] {
     { record: REC.chunkBytes, expr: sum('tcp_chrono_chunk_bytes_total', [...SVC, 'limit']) },
     // Histogram buckets rolled up (17 buckets × 5 limits per service and port), so fleet-wide quantiles stay computable.
     { record: REC.deliveryBuckets, expr: sum('tcp_chrono_chunk_delivery_seconds_bucket', [...SVC, 'limit', 'le']) },
-    { record: REC.queueBuckets, expr: sum('tcp_chrono_chunk_queue_delay_seconds_bucket', [...SVC, 'le']) },
+    { record: REC.queueBuckets, expr: sum('tcp_chrono_chunk_queue_seconds_bucket', [...SVC, 'le']) },
     { record: REC.queueP99, expr: `histogram_quantile(0.99, ${REC.queueBuckets})` },
   ];
 }

@@ -107,7 +107,7 @@ describe('tcp-chronograph attach: errors and refusals', () => {
     expect(r.stderr).toMatch(/is a Go program \(ELF section \.go\.buildinfo\)/);
     expect(r.stderr).toMatch(/--force/);
 
-    const forced = spawn('node', [CLI, 'attach', '--pid', String(go.pid), '--force', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const forced = spawn('node', [CLI, 'attach', '--pid', String(go.pid), '--force', '--metrics-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
     const lines = new Lines(forced);
     const started = JSON.parse(await lines.next(/"msg":"attaching"/)) as { force: boolean; sockets: number };
     expect(started).toMatchObject({ force: true, sockets: 0 });

@@ -62,10 +62,10 @@ export interface AgentProc {
 }
 
 export async function startAgent(pid: number, args: string[] = []): Promise<AgentProc> {
-  const child = spawn('node', [CLI, 'attach', '--pid', String(pid), '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn('node', [CLI, 'attach', '--pid', String(pid), '--metrics-listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = new Lines(child);
   const started = JSON.parse(await lines.next(/"msg":"attaching"/)) as Record<string, unknown>;
-  return { child, lines, url: String(started.listen), started };
+  return { child, lines, url: String(started.metrics), started };
 }
 
 export async function stopAgent(a: AgentProc, signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; detached?: Record<string, unknown> }> {

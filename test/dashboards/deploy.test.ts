@@ -97,7 +97,7 @@ describe('deploy/ and dashboards/provisioning/ manifests', () => {
       const listenVar: Record<string, string> = {
         watch: 'TCP_CHRONOGRAPH_LISTEN',
         proxy: 'TCP_CHRONOGRAPH_PROXY_METRICS_LISTEN',
-        attach: 'TCP_CHRONOGRAPH_ATTACH_LISTEN',
+        attach: 'TCP_CHRONOGRAPH_ATTACH_METRICS_LISTEN',
       };
       const listen = env[listenVar[modeOf(doc)]!];
       expect(listen, file).toBe(`0.0.0.0:${port.containerPort}`);

@@ -161,7 +161,7 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
       '--stall-after', '2s',
     ]); // prettier-ignore
     // `ip netns exec` execs the command in place: the child's pid is python's.
-    children.attach = lab.spawn(s.ns, ['node', CLI, 'attach', '--pid', String(paced.pid), '--listen', ATTACH_METRICS, '--stall-after', '2s']);
+    children.attach = lab.spawn(s.ns, ['node', CLI, 'attach', '--pid', String(paced.pid), '--metrics-listen', ATTACH_METRICS, '--stall-after', '2s']);
     for (const [name, child] of Object.entries(children)) child.stderr!.on('data', (d: Buffer) => (stderr[name] = (stderr[name] ?? '') + d.toString()));
     try {
       await Promise.all([

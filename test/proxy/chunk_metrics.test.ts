@@ -44,7 +44,7 @@ describe('ChunkMetrics', () => {
     expect(text).toContain('tcp_chrono_chunk_bytes_total{port="8080",mode="proxy",route="segment",limit="rwnd"} 1000');
     expect(text).toContain('tcp_chrono_chunk_rwnd_limited_seconds_total{port="8080",mode="proxy",route="segment"} 0.3');
     expect(text).toContain('tcp_chrono_chunk_delivery_seconds_bucket{le="0.5",port="8080",mode="proxy",route="segment",limit="rwnd"} 1');
-    expect(text).toContain('tcp_chrono_chunk_queue_delay_seconds_bucket{le="0.0025",port="8080",mode="proxy",route="segment"} 1');
+    expect(text).toContain('tcp_chrono_chunk_queue_seconds_bucket{le="0.0025",port="8080",mode="proxy",route="segment"} 1');
     expect(text).toContain('tcp_chrono_chunk_retransmitted_segments_total{port="8080",mode="proxy",route="segment"} 2');
     expect(text).toContain('tcp_chrono_chunk_inexact_total{port="8080",mode="proxy"} 1');
     // The stalled record added nothing to the delivered series.

@@ -203,7 +203,7 @@ describe('tcp-chronograph proxy (CLI)', () => {
     const port = portOf(proxy.listen);
     expect(m.body).toMatch(new RegExp(`tcp_chrono_chunks_total\\{port="${port}",mode="proxy",route="segment",limit="rwnd"\\} [1-9]`));
     expect(m.body).toMatch(/tcp_chrono_chunk_delivery_seconds_bucket\{.*route="segment".*\} /);
-    expect(m.body).toMatch(/tcp_chrono_chunk_queue_delay_seconds_count\{/);
+    expect(m.body).toMatch(/tcp_chrono_chunk_queue_seconds_count\{/);
     expect(m.body).toMatch(/tcp_chrono_proxy_connections_accepted_total [1-9]/);
     expect(m.body).toMatch(/tcp_chrono_proxy_bytes_total\{direction="to_client"\} [1-9]/);
     // The watch-mode connection metrics for the proxy's own port.
