@@ -2,8 +2,12 @@
 // picks what it needs and keeps its own help text (and default, where the
 // commands differ on purpose: each mode's metrics port is its own, so they can
 // run side by side).
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
+import type { HttpSecurity } from '../export/http.js';
+import { configureRedaction, parseRedact, type RedactPolicy } from '../export/redact.js';
 import type { PortRange } from '../parse/inet_diag.js';
-import { parseDuration, parseListen, type FlagSpec } from './flags.js';
+import { parseDuration, parseListen, UsageError, type FlagSpec } from './flags.js';
 import type { HostPort } from './serve.js';
 
 /** "8080" or "8000-8100". */
@@ -73,3 +77,98 @@ export const EVENTS_FLAG = {
     return t;
   },
 } satisfies FlagSpec<string>;
+
+/** The contents of a file named by a flag; the error says what to fix. */
+function readFlagFile(path: string, what: string): Buffer {
+  if (path === '') throw new Error('expected a file path');
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES'
+          ? 'permission denied (the agent cannot read it)'
+          : code === 'EISDIR'
+            ? 'it is a directory'
+            : (e as Error).message;
+    throw new Error(`cannot read ${what}: ${why}; give a readable file`);
+  }
+}
+
+/**
+ * Who may read the HTTP server and how: --auth-token-file, --tls-cert,
+ * --tls-key (every mode with a listener; agent/export/http.ts listenApp).
+ */
+export const SERVE_FLAGS = {
+  authTokenFile: {
+    name: 'auth-token-file',
+    arg: 'FILE',
+    help: 'Require `Authorization: Bearer TOKEN` (TOKEN: the first line of FILE) on every route but\n/healthz; browsers may use Basic auth with TOKEN as the password (any user name).',
+    parse: (t: string) => {
+      const token = readFlagFile(t, 'the token file').toString('utf8').split('\n')[0]!.trim();
+      if (token.length < 16) throw new Error('the token must be at least 16 characters on the first line (e.g. openssl rand -hex 32 > FILE)');
+      return token;
+    },
+  } satisfies FlagSpec<string>,
+  tlsCert: {
+    name: 'tls-cert',
+    arg: 'FILE',
+    help: 'Serve HTTPS with this PEM certificate (chain); needs --tls-key.',
+    parse: (t: string) => readFlagFile(t, 'the certificate'),
+  } satisfies FlagSpec<Buffer>,
+  tlsKey: {
+    name: 'tls-key',
+    arg: 'FILE',
+    help: 'The PEM private key of --tls-cert.',
+    parse: (t: string) => readFlagFile(t, 'the key'),
+  } satisfies FlagSpec<Buffer>,
+};
+
+/** --tls-cert and --tls-key together, and a pair that TLS accepts; throws UsageError. */
+export function serveSecurity(o: { authTokenFile?: string; tlsCert?: Buffer; tlsKey?: Buffer }, command: string): HttpSecurity {
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+    throw new UsageError(`--tls-cert and --tls-key go together: give both (see \`tcp-chronograph ${command} --help\`)`);
+  }
+  const security: HttpSecurity = {};
+  if (o.authTokenFile !== undefined) security.token = o.authTokenFile;
+  if (o.tlsCert !== undefined && o.tlsKey !== undefined) {
+    try {
+      createSecureContext({ cert: o.tlsCert, key: o.tlsKey });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      const why = code === 'ERR_OSSL_X509_KEY_VALUES_MISMATCH' || /mismatch/i.test(String((e as Error).message)) ? 'the key does not belong to the certificate' : 'they are not a PEM certificate and private key';
+      throw new UsageError(`--tls-cert/--tls-key: ${why}; give the matching PEM pair`);
+    }
+    security.tls = { cert: o.tlsCert, key: o.tlsKey };
+  }
+  return security;
+}
+
+/** --redact and --redact-key-file (agent/export/redact.ts), for every command with an output. */
+export const REDACT_FLAGS = {
+  redact: {
+    name: 'redact',
+    arg: 'POLICY',
+    default: 'none',
+    help: 'Client addresses in every output (metrics, API, events, logs, page): none; remote (dropped);\nremote=prefix/24 (truncated; IPv6 /64, or remote=prefix/24/48); remote=hash (keyed HMAC).\nThe peer port is kept.',
+    parse: parseRedact,
+  } satisfies FlagSpec<RedactPolicy>,
+  redactKeyFile: {
+    name: 'redact-key-file',
+    arg: 'FILE',
+    help: 'Key of --redact remote=hash (at least 16 bytes), so hashes match across restarts and agents;\nwithout it a random key is made at each start.',
+    parse: (t: string) => {
+      const key = readFlagFile(t, 'the key file');
+      if (key.length < 16) throw new Error('the key must be at least 16 bytes (e.g. openssl rand 32 > FILE)');
+      return key;
+    },
+  } satisfies FlagSpec<Buffer>,
+};
+
+/** Applies --redact for the whole process; throws UsageError on a key without hashing. */
+export function applyRedaction(o: { redact: RedactPolicy; redactKeyFile?: Buffer }): void {
+  if (o.redactKeyFile !== undefined && o.redact.kind !== 'hash') throw new UsageError('--redact-key-file is only used with --redact remote=hash; drop it or hash');
+  configureRedaction(o.redact.kind === 'hash' ? { kind: 'hash', key: o.redactKeyFile } : o.redact);
+}

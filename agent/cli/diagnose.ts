@@ -7,7 +7,8 @@ import type { PortRange } from '../parse/inet_diag.js';
 import { WindowTracker, buildReport, formatReport } from '../model/verdict.js';
 import type { Command } from './command.js';
 import { formatHelp, parseBool, parseDuration, parseFlags, type FlagSpec } from './flags.js';
-import { LocalPoller, RemotePoller, parsePortRange, portsText, type Poller } from './local.js';
+import { FROM_FLAG, FROM_TOKEN_FLAG, LocalPoller, RemotePoller, parsePortRange, portsText, type Poller } from './local.js';
+import { applyRedaction, REDACT_FLAGS } from './common_flags.js';
 import { LOG_FORMAT_FLAG, configureLog, log, privileges } from './log.js';
 
 const SUMMARY =
@@ -60,16 +61,9 @@ const FLAGS = {
       return n;
     },
   } satisfies FlagSpec<number>,
-  from: {
-    name: 'from',
-    arg: 'URL',
-    help: "Read a running agent's /api/connections (e.g. http://127.0.0.1:9465) instead of polling here.",
-    parse: (t: string) => {
-      const u = new URL(t);
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('expected an http:// or https:// URL');
-      return u.href;
-    },
-  } satisfies FlagSpec<string>,
+  from: FROM_FLAG,
+  authTokenFile: FROM_TOKEN_FLAG,
+  ...REDACT_FLAGS,
   logFormat: LOG_FORMAT_FLAG,
 };
 
@@ -88,7 +82,8 @@ async function runDiagnose(argv: readonly string[]): Promise<number> {
   }
   // stdout carries the report; logs go to stderr.
   configureLog({ format: o.logFormat, stream: process.stderr });
-  const poller: Poller = o.from !== undefined ? new RemotePoller(o.from, o.port) : new LocalPoller(o.port);
+  applyRedaction(o);
+  const poller: Poller = o.from !== undefined ? new RemotePoller(o.from, o.port, o.authTokenFile) : new LocalPoller(o.port);
   const tracker = new WindowTracker();
   const showProgress = process.stderr.isTTY === true;
   log('info', 'diagnosing', { watching: poller.describe, for: o.for, interval: o.interval, kernel: release(), privileges: privileges() });

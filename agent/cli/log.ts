@@ -7,6 +7,7 @@
 // terminal, JSON otherwise.
 import { readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { redactFields } from '../export/redact.js';
 import { parseChoice, type FlagSpec } from './flags.js';
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
@@ -72,8 +73,10 @@ export function humanLine(time: Date, level: Level, msg: string, fields: Record<
   return parts.join(' ');
 }
 
-export function log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
+export function log(level: Level, msg: string, raw: Record<string, unknown> = {}): void {
   const now = new Date();
+  // Peer addresses in fields (remote, peer) as --redact allows (agent/export/redact.ts).
+  const fields = redactFields(raw);
   const line =
     logFormat() === 'human' ? humanLine(now, level, msg, fields) : JSON.stringify({ time: now.toISOString(), level, msg, ...fields }, replacer);
   config.stream.write(line + '\n');

@@ -16,7 +16,8 @@ import { WindowTracker, rateText, windowLimit, windowShares, type ConnSample, ty
 import type { Shares } from '../model/classify.js';
 import type { Command } from './command.js';
 import { formatHelp, parseBool, parseDuration, parseFlags, type FlagSpec } from './flags.js';
-import { LocalPoller, RemotePoller, parsePortRange, portsText, type Poller } from './local.js';
+import { FROM_FLAG, FROM_TOKEN_FLAG, LocalPoller, RemotePoller, parsePortRange, portsText, type Poller } from './local.js';
+import { applyRedaction, REDACT_FLAGS } from './common_flags.js';
 
 const SUMMARY =
   'Live view of every TCP connection: remote, process, state, delivery rate, RTT, peer window,\n' +
@@ -57,16 +58,9 @@ const FLAGS = {
     help: 'Print one table (after one interval, so the bars have a span) and exit. For scripts.',
     parse: parseBool,
   } satisfies FlagSpec<boolean>,
-  from: {
-    name: 'from',
-    arg: 'URL',
-    help: "Read a running agent's /api/connections (e.g. http://127.0.0.1:9465) instead of polling here.",
-    parse: (t: string) => {
-      const u = new URL(t);
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('expected an http:// or https:// URL');
-      return u.href;
-    },
-  } satisfies FlagSpec<string>,
+  from: FROM_FLAG,
+  authTokenFile: FROM_TOKEN_FLAG,
+  ...REDACT_FLAGS,
   color: {
     name: 'color',
     arg: 'auto|on|off',
@@ -249,7 +243,8 @@ async function runTop(argv: readonly string[]): Promise<number> {
     process.stdout.write(formatHelp('top', SUMMARY, FLAGS));
     return 0;
   }
-  const poller: Poller = o.from !== undefined ? new RemotePoller(o.from, o.port) : new LocalPoller(o.port);
+  applyRedaction(o);
+  const poller: Poller = o.from !== undefined ? new RemotePoller(o.from, o.port, o.authTokenFile) : new LocalPoller(o.port);
   const tracker = new WindowTracker();
   const view: ViewState = { sort: o.sort, reverse: false, portFilter: '' };
   const intervalMs = o.interval * 1000;

@@ -14,7 +14,9 @@ import { OwnerResolver } from '../model/owners.js';
 import { WatchMetrics, type SelfSnapshot } from '../export/metrics.js';
 import { startHttp, type HttpServer } from '../export/http.js';
 import type { Command } from './command.js';
-import { intervalFlag, listenFlag, portFlag } from './common_flags.js';
+import { applyRedaction, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
+import { hostPort, isLoopback, listenFailure } from './serve.js';
+import { describeRedaction } from '../export/redact.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, type FlagSpec } from './flags.js';
 import { LOG_FORMAT_FLAG, configureLog, log, logOnce, privileges } from './log.js';
 import { version } from './version.js';
@@ -76,6 +78,8 @@ const FLAGS = {
     parse: parseChoice(['on', 'off'] as const),
   } satisfies FlagSpec<'on' | 'off'>,
   logFormat: LOG_FORMAT_FLAG,
+  ...SERVE_FLAGS,
+  ...REDACT_FLAGS,
 };
 
 function netnsId(): string {
@@ -108,6 +112,8 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     return 0;
   }
   configureLog({ format: o.logFormat });
+  const security = serveSecurity(o, 'watch');
+  applyRedaction(o);
   const intervalMs = o.interval * 1000;
   const source = new DiagSource({ ports: o.port, remoteCidrs: o.remoteCidr, states: o.state });
   const owners = o.owners === 'on' ? new OwnerResolver() : undefined;
@@ -231,12 +237,14 @@ async function runWatch(argv: readonly string[]): Promise<number> {
       },
       o.listen.host,
       o.listen.port,
+      security,
     );
   } catch (e) {
     feed?.close();
-    const code = isSystemError(e) || (e instanceof Error && 'code' in e) ? String((e as { code: unknown }).code) : '';
-    const why = code === 'EADDRINUSE' ? 'the address is in use' : code === 'EACCES' ? 'permission denied' : code === 'EADDRNOTAVAIL' ? 'no such local address' : (e as Error).message;
-    throw new Error(`cannot listen on ${o.listen.host}:${o.listen.port}: ${why}; choose another with --listen`);
+    throw listenFailure('', o.listen, '--listen', e);
+  }
+  if (!isLoopback(o.listen.host) && security.token === undefined) {
+    logOnce('open-listener', 'warn', 'the HTTP server listens beyond loopback without --auth-token-file: anyone who can reach it reads every metric and connection', { listen: hostPort(server.address) });
   }
 
   log('info', 'watching', {
@@ -247,7 +255,9 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : 'all',
     remoteCidrs: o.remoteCidr.length > 0 ? o.remoteCidr : 'all',
     states: o.state.map(stateName),
-    listen: `http://${server.address.host.includes(':') ? `[${server.address.host}]` : server.address.host}:${server.address.port}`,
+    listen: `${security.tls !== undefined ? 'https' : 'http'}://${hostPort(server.address)}`,
+    auth: security.token !== undefined ? 'bearer token' : 'none',
+    redact: describeRedaction(),
     maxConnections: o.maxConnections,
     destroyFeed: feedState,
     owners: o.owners,

@@ -9,9 +9,12 @@
 // sees every sendmsg of the target (thousands of chunks a second); building a
 // JSON line for each one nobody reads was the agent's largest cost. So a
 // pushed event must not be changed afterwards (proxy and attach push a record
-// of their own).
+// of their own). Peer addresses (remote, peer) are redacted as the lines are
+// built (agent/export/redact.ts).
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Request, Response } from 'express';
+import { queryParams } from './query.js';
+import { jsonReplacer } from './redact.js';
 
 /** Bytes a sink may have pending before events are dropped for it. */
 const MAX_PENDING = 1 << 20;
@@ -31,7 +34,15 @@ export class ChunkEvents {
     const f = createWriteStream(path, { flags: 'a' });
     await new Promise<void>((resolve, reject) => {
       f.once('open', () => resolve());
-      f.once('error', reject);
+      f.once('error', (e: NodeJS.ErrnoException) => {
+        const why: Record<string, string> = {
+          ENOENT: 'no such directory; give a path in an existing directory',
+          EISDIR: 'it is a directory; give a file path',
+          EACCES: 'permission denied; give a file the agent may write',
+          EROFS: 'read-only file system; give a writable path',
+        };
+        reject(Object.assign(new Error(why[e.code ?? ''] ?? e.message), { code: e.code }));
+      });
     });
     f.on('error', (e) => {
       this.fileError = e;
@@ -52,7 +63,7 @@ export class ChunkEvents {
     }
     const toFile = this.file !== undefined && this.fileError === undefined;
     if (!toFile && this.followers.size === 0) return;
-    const line = JSON.stringify(event) + '\n';
+    const line = JSON.stringify(event, jsonReplacer()) + '\n';
     if (toFile) {
       if (this.file!.writableLength > MAX_PENDING) this.dropped++;
       else this.file!.write(line);
@@ -70,15 +81,22 @@ export class ChunkEvents {
 
   /** GET /api/chunks: the last records (?limit=N), or with ?follow=1 those and every new one. */
   handler = (req: Request, res: Response): void => {
-    const rawLimit = typeof req.query.limit === 'string' ? req.query.limit : String(this.keep);
-    const limit = Number(rawLimit);
+    const q = queryParams(req, res, ['limit', 'follow']);
+    if (q === undefined) return;
+    const rawLimit = q.limit ?? String(this.keep);
+    const limit = /^\d{1,9}$/.test(rawLimit) ? Number(rawLimit) : NaN;
     if (!Number.isInteger(limit) || limit < 0 || limit > this.keep) {
       res.status(400).json({ error: `limit must be an integer from 0 to ${this.keep}` });
       return;
     }
-    const follow = req.query.follow === '1' || req.query.follow === 'true';
+    if (q.follow !== undefined && !['0', '1', 'true', 'false'].includes(q.follow)) {
+      res.status(400).json({ error: 'follow must be 1 or 0' });
+      return;
+    }
+    const follow = q.follow === '1' || q.follow === 'true';
     res.status(200).type('application/x-ndjson');
-    const backlog = this.recent(limit).map((e) => JSON.stringify(e) + '\n');
+    const replacer = jsonReplacer();
+    const backlog = this.recent(limit).map((e) => JSON.stringify(e, replacer) + '\n');
     if (!follow) {
       res.end(backlog.join(''));
       return;

@@ -1,8 +1,14 @@
 // HTTP endpoints of watch mode (express): /metrics, /healthz, /api/connections,
-// and the live page (/, /api/overview).
+// and the live page (/, /api/overview); and listenApp, the one way every mode's
+// HTTP server starts: bearer-token auth, TLS, redacted JSON, bounded requests,
+// errors without stack traces.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
-import express, { type Request, type Response } from 'express';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { jsonReplacer } from './redact.js';
+import { queryParams } from './query.js';
 import { connectionJson, rwndShare, type Connection, type ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
 import type { WatchMetrics } from './metrics.js';
@@ -52,13 +58,15 @@ export function createApp(deps: HttpDeps): express.Express {
   });
 
   app.get('/api/connections', (req: Request, res: Response) => {
-    const sort = typeof req.query.sort === 'string' ? req.query.sort : 'stall';
-    if (!(sort in SORTS)) {
+    const q = queryParams(req, res, ['sort', 'limit']);
+    if (q === undefined) return;
+    const sort = q.sort ?? 'stall';
+    if (!Object.hasOwn(SORTS, sort)) {
       res.status(400).json({ error: `sort must be one of ${Object.keys(SORTS).join(', ')}` });
       return;
     }
-    const rawLimit = typeof req.query.limit === 'string' ? req.query.limit : '100';
-    const limit = Number(rawLimit);
+    const rawLimit = q.limit ?? '100';
+    const limit = /^\d{1,9}$/.test(rawLimit) ? Number(rawLimit) : NaN;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
       res.status(400).json({ error: `limit must be an integer from 1 to ${MAX_LIMIT}` });
       return;
@@ -80,16 +88,102 @@ export function createApp(deps: HttpDeps): express.Express {
   return app;
 }
 
-/** Listens on host:port; rejects with the listen error (EADDRINUSE, EACCES, …). */
-export function startHttp(deps: HttpDeps, host: string, port: number): Promise<HttpServer> {
-  const app = createApp(deps);
+/** Who may read the HTTP server, and how it is reached. */
+export interface HttpSecurity {
+  /** Required as `Authorization: Bearer TOKEN` (or Basic with TOKEN as password, for browsers) on every route but /healthz. */
+  token?: string;
+  /** PEM certificate chain and key: HTTPS instead of HTTP. */
+  tls?: { cert: Buffer; key: Buffer };
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/** Bearer (Prometheus' bearer_token_file, curl -H) or Basic with the token as password (a browser's prompt, for the live page). */
+function authorized(header: string | undefined, want: Buffer): boolean {
+  if (header === undefined) return false;
+  let given: string | undefined;
+  const m = /^(Bearer|Basic)\s+(\S+)\s*$/i.exec(header);
+  if (m === null) return false;
+  if (m[1]!.toLowerCase() === 'bearer') given = m[2];
+  else {
+    const decoded = Buffer.from(m[2]!, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    given = colon >= 0 ? decoded.slice(colon + 1) : undefined;
+  }
+  return given !== undefined && timingSafeEqual(digest(given), want);
+}
+
+/** Routes open without a token: liveness probes carry no credentials, and /healthz shows no client address. */
+export const OPEN_PATHS: ReadonlySet<string> = new Set(['/healthz']);
+
+/**
+ * Wraps a mode's app in what every listener shares: the token check, JSON
+ * with client addresses redacted (agent/export/redact.ts; the `json replacer`
+ * setting is inherited by the mounted app), no-sniff, and an error handler that
+ * answers without a stack trace.
+ */
+export function secureApp(app: express.Express, security: HttpSecurity = {}): express.Express {
+  const outer = express();
+  outer.disable('x-powered-by');
+  outer.disable('etag');
+  const replacer = jsonReplacer();
+  if (replacer !== undefined) outer.set('json replacer', replacer);
+  outer.use((_req: Request, res: Response, next: NextFunction) => {
+    res.set('x-content-type-options', 'nosniff');
+    next();
+  });
+  if (security.token !== undefined) {
+    const want = digest(security.token);
+    outer.use((req: Request, res: Response, next: NextFunction) => {
+      if (OPEN_PATHS.has(req.path) || authorized(req.headers.authorization, want)) {
+        next();
+        return;
+      }
+      res
+        .status(401)
+        .set('www-authenticate', 'Bearer realm="tcp-chronograph", Basic realm="tcp-chronograph", charset="UTF-8"')
+        .json({ error: 'authorization required: send Authorization: Bearer <the token of --auth-token-file>' });
+    });
+  }
+  outer.use(app);
+  // express calls this with four arguments only: keep them all.
+  outer.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const status = typeof (err as { status?: unknown }).status === 'number' ? (err as { status: number }).status : 500;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(status >= 400 && status < 600 ? status : 500).json({ error: status < 500 ? 'bad request' : 'internal error' });
+  });
+  return outer;
+}
+
+export interface Listening {
+  server: Server;
+  address: { host: string; port: number };
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `app` (secured with secureApp) on host:port, over TLS when
+ * configured; rejects with the listen error (EADDRINUSE, EACCES, …).
+ * Requests are bounded: headers 16 KiB (Node's default; 431 beyond),
+ * 10 s to send them, 256 sockets at once.
+ */
+export function listenApp(app: express.Express, host: string, port: number, security: HttpSecurity = {}): Promise<Listening> {
+  const handler = secureApp(app, security);
+  const server: Server =
+    security.tls !== undefined ? (createHttpsServer({ cert: security.tls.cert, key: security.tls.key }, handler) as unknown as Server) : createHttpServer(handler);
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 10_000;
+  server.maxConnections = 256;
   return new Promise((resolve, reject) => {
-    const server: Server = app.listen(port, host);
     server.once('error', reject);
-    server.once('listening', () => {
+    server.listen(port, host, () => {
       server.off('error', reject);
       const a = server.address() as AddressInfo;
       resolve({
+        server,
         address: { host: a.address, port: a.port },
         close: () =>
           new Promise<void>((done) => {
@@ -100,4 +194,9 @@ export function startHttp(deps: HttpDeps, host: string, port: number): Promise<H
       });
     });
   });
+}
+
+/** Listens on host:port; rejects with the listen error (EADDRINUSE, EACCES, …). */
+export function startHttp(deps: HttpDeps, host: string, port: number, security: HttpSecurity = {}): Promise<HttpServer> {
+  return listenApp(createApp(deps), host, port, security);
 }

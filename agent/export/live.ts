@@ -10,6 +10,7 @@ import type { Request, Response } from 'express';
 import { shares, type Shares } from '../model/classify.js';
 import { connectionJson, type Connection, type ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
+import { queryParams } from './query.js';
 
 export interface TimelinePoint {
   /** Epoch ms of the poll. */
@@ -85,8 +86,10 @@ export class LiveView {
   }
 
   handler = (req: Request, res: Response): void => {
-    const limit = Number(typeof req.query.limit === 'string' ? req.query.limit : '20');
-    const since = Number(typeof req.query.since === 'string' ? req.query.since : '0');
+    const q = queryParams(req, res, ['limit', 'since']);
+    if (q === undefined) return;
+    const limit = /^\d{1,9}$/.test(q.limit ?? '20') ? Number(q.limit ?? '20') : NaN;
+    const since = /^\d{1,16}(?:\.\d+)?$/.test(q.since ?? '0') ? Number(q.since ?? '0') : NaN;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_WORST) {
       res.status(400).json({ error: `limit must be an integer from 1 to ${MAX_WORST}` });
       return;

@@ -8,6 +8,7 @@
 import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { Connection, ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
+import { redactEndpoint } from './redact.js';
 
 /** Point-in-time figures of the agent itself, read at scrape time. */
 export interface SelfSnapshot {
@@ -257,7 +258,7 @@ export class WatchMetrics {
     for (const c of this.selectExported()) {
       if (c.owner === undefined) this.owners?.request(c); // found by a later scan, best effort
       const pid = c.owner !== undefined ? String(c.owner.pid) : '';
-      const labels = `port="${c.localPort}",remote="${escapeLabel(c.remote)}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"`;
+      const labels = `port="${c.localPort}",remote="${escapeLabel(redactEndpoint(c.remote))}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"`;
       // Two sockets with one label set (same peer on two local addresses, or
       // a peer port reused right after a close) would add up: keep the first.
       if (seen.has(labels)) {
