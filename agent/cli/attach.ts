@@ -24,7 +24,9 @@ import type { Command } from './command.js';
 import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, portFlag, stallAfterFlag } from './common_flags.js';
 import { formatHelp, parseBool, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
 import { startPortWatch, type PortWatch } from './port_watch.js';
-import { hostPort, startServer } from './serve.js';
+import { hostPort, listenFailure, startServer } from './serve.js';
+import { applyRedaction, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
+import { describeRedaction } from '../export/redact.js';
 import { log, logOnce } from './log.js';
 import { version } from './version.js';
 
@@ -108,6 +110,8 @@ const FLAGS = {
     help: "Only turn off (and drain) timestamping that a killed agent left on the target's sockets, then exit.",
     parse: parseBool,
   } satisfies FlagSpec<boolean>,
+  ...SERVE_FLAGS,
+  ...REDACT_FLAGS,
 };
 
 /** Fails early, with the right sentence, on a kernel without pidfd_getfd. */
@@ -136,6 +140,8 @@ async function runAttach(argv: readonly string[]): Promise<number> {
     process.stdout.write(formatHelp('attach', SUMMARY, FLAGS));
     return 0;
   }
+  const security = serveSecurity(o, 'attach');
+  applyRedaction(o);
   if (o.pid === undefined) throw new UsageError('--pid is required, e.g. --pid $(pidof nginx | cut -d" " -f1) (see `tcp-chronograph attach --help`)');
   const force = o.force === true;
   const cleanupOnly = o.cleanupOnly === true;
@@ -291,13 +297,11 @@ async function runAttach(argv: readonly string[]): Promise<number> {
   }
   let http: { server: Server; address: { host: string; port: number } };
   try {
-    http = await startServer(app, o.metricsListen);
+    http = await startServer(app, o.metricsListen, security);
   } catch (e) {
     await attacher.detachAll(o.detachTimeout * 1000);
     target.close();
-    const code = e instanceof Error && 'code' in e ? String((e as { code: unknown }).code) : '';
-    const why = code === 'EADDRINUSE' ? 'the address is in use' : e instanceof Error ? e.message : String(e);
-    throw new Error(`cannot listen on ${hostPort(o.metricsListen)}: ${why}; choose another with --metrics-listen`);
+    throw listenFailure('', o.metricsListen, '--metrics-listen', e);
   }
 
   log('info', 'attaching', {
@@ -312,7 +316,9 @@ async function runAttach(argv: readonly string[]): Promise<number> {
     records: o.records,
     idTcp: attacher.idTcp ?? null,
     staleMarker: attacher.markerSupported ?? null,
-    metrics: `http://${hostPort(http.address)}`,
+    metrics: `${security.tls !== undefined ? 'https' : 'http'}://${hostPort(http.address)}`,
+    auth: security.token !== undefined ? 'bearer token' : 'none',
+    redact: describeRedaction(),
     diag: portWatch !== undefined ? 'on' : 'off',
     force,
   });

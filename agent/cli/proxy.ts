@@ -19,7 +19,9 @@ import type { Command } from './command.js';
 import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, stallAfterFlag } from './common_flags.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
 import { startPortWatch, type PortWatch } from './port_watch.js';
-import { hostPort, startServer } from './serve.js';
+import { hostPort, listenFailure, startServer } from './serve.js';
+import { applyRedaction, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
+import { describeRedaction } from '../export/redact.js';
 import { log, logOnce } from './log.js';
 import { version } from './version.js';
 
@@ -144,22 +146,9 @@ const FLAGS = {
     help: 'off: relay only, no chunk records (to measure what instrumentation costs).',
     parse: parseChoice(['on', 'off'] as const),
   } satisfies FlagSpec<'on' | 'off'>,
+  ...SERVE_FLAGS,
+  ...REDACT_FLAGS,
 };
-
-function listenFailure(what: string, a: HostPort, flag: string, e: unknown): Error {
-  const code = e instanceof Error && 'code' in e ? String((e as { code: unknown }).code) : '';
-  const why =
-    code === 'EADDRINUSE'
-      ? 'the address is in use'
-      : code === 'EACCES'
-        ? 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)'
-        : code === 'EADDRNOTAVAIL'
-          ? 'no such local address'
-          : e instanceof Error
-            ? e.message
-            : String(e);
-  return new Error(`cannot listen for ${what} on ${hostPort(a)}: ${why}; choose another with ${flag}`);
-}
 
 async function runProxy(argv: readonly string[]): Promise<number> {
   const { values: o, help } = parseFlags('proxy', FLAGS, argv);
@@ -167,6 +156,8 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     process.stdout.write(formatHelp('proxy', SUMMARY, FLAGS));
     return 0;
   }
+  const security = serveSecurity(o, 'proxy');
+  applyRedaction(o);
   if (o.listen === undefined) throw new UsageError('--listen is required, e.g. --listen :8080 (see `tcp-chronograph proxy --help`)');
   if (o.upstream === undefined) throw new UsageError('--upstream is required, e.g. --upstream 127.0.0.1:8081 (see `tcp-chronograph proxy --help`)');
   const routeNames = new Map<string, string>();
@@ -281,7 +272,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
   }
   let http: { server: Server; address: HostPort };
   try {
-    http = await startServer(app, o.metricsListen);
+    http = await startServer(app, o.metricsListen, security);
   } catch (e) {
     await proxy.close(0);
     await events.close();
@@ -293,7 +284,9 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     kernel: release(),
     listen: hostPort(listening),
     upstream: hostPort(o.upstream),
-    metrics: `http://${hostPort(http.address)}`,
+    metrics: `${security.tls !== undefined ? 'https' : 'http'}://${hostPort(http.address)}`,
+    auth: security.token !== undefined ? 'bearer token' : 'none',
+    redact: describeRedaction(),
     http: o.http,
     routes: o.route.map((r) => `${r.name}=${r.prefix}`),
     proxyProtocol: o.proxyProtocol,
