@@ -82,16 +82,12 @@ const videoSegment = (seconds: number, mbps: number): number => Math.round((seco
 export const SCENARIOS: Scenario[] = [
   {
     name: 'rwnd',
-    what: 'slow reader (400 kB/s) with a 16 KiB receive buffer, 10 ms RTT, BBR (the machine default)',
-    quick: [],
+    what: 'slow reader (400 kB/s) with a 16 KiB receive buffer, 10 ms RTT, BBR (the machine default: it paces at the reader’s rate, so only about half of busy time is counted rwnd-limited; classify() names rwnd from a third)',
+    quick: ['direct'],
     modes: ['direct', 'proxy'],
     delayMs: 5,
     rcvbuf: 16 * KiB,
     plan: times(5, { bytes: 512 * KiB, readRate: 400_000, truth: 'rwnd' as const }),
-    limitation:
-      'with BBR the sender paces at the delivery rate it measured, which is the reader’s rate: about half of busy time ' +
-      'tcp_write_xmit() stops at the pacing check before it reaches the window test, so that time is not rwnd-limited ' +
-      '(chunks and intervals measure rwnd 0.50–0.58 of busy: the verdict is right only by a small margin)',
   },
   {
     name: 'rwnd-reno',
