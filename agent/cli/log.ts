@@ -112,3 +112,13 @@ export function privileges(procStatus = '/proc/self/status'): { uid: number; eui
   }
   return { uid, euid, root: euid === 0, capabilities };
 }
+
+/**
+ * Least privilege: a mode that needs no privilege (watch, proxy, diagnose)
+ * says so when it runs as root. A warning, not a refusal: CI, containers and
+ * the README's quick start run as root, and refusing would break them.
+ */
+export function warnUnneededRoot(mode: string): void {
+  if ((process.geteuid?.() ?? -1) !== 0) return;
+  logOnce('unneeded-root', 'warn', `${mode} needs no privilege: running it as root only widens what a bug could do; run it as an unprivileged user (README: Privileges)`);
+}

@@ -18,7 +18,7 @@ import { applyRedaction, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE
 import { hostPort, isLoopback, listenFailure } from './serve.js';
 import { describeRedaction } from '../export/redact.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, type FlagSpec } from './flags.js';
-import { LOG_FORMAT_FLAG, configureLog, log, logOnce, privileges } from './log.js';
+import { LOG_FORMAT_FLAG, configureLog, log, logOnce, privileges, warnUnneededRoot } from './log.js';
 import { version } from './version.js';
 
 const SUMMARY =
@@ -271,6 +271,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     degraded,
   });
   for (const d of degraded) logOnce(d, 'warn', d);
+  warnUnneededRoot('watch');
 
   let timer: NodeJS.Timeout | undefined;
   let stopping = false;
