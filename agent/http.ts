@@ -77,19 +77,20 @@ class HttpInstrumentation extends EventEmitter implements HttpProbe {
     else res.once('socket', start);
 
     let body = 0;
-    const declared = (): number | undefined => {
-      const v = res.getHeader('content-length');
-      const n = typeof v === 'string' ? Number(v) : typeof v === 'number' ? v : NaN;
-      return Number.isFinite(n) ? n : undefined;
-    };
+    // Headers cannot change once the first write sent them: read Content-Length once.
+    let declared: number | undefined | null = null;
     const write = res.write;
     const end = res.end;
     // The write that completes a declared Content-Length is the unit's last.
-    res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
-      body += chunkLength(chunk, rest[0]);
-      const len = declared();
-      if (len !== undefined && body >= len) probe.finishing();
-      return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    res.write = function (this: ServerResponse, chunk: unknown, encoding?: unknown, cb?: unknown) {
+      if (declared === null) {
+        const v = res.getHeader('content-length');
+        const n = typeof v === 'string' ? Number(v) : typeof v === 'number' ? v : NaN;
+        declared = Number.isFinite(n) ? n : undefined;
+      }
+      body += chunkLength(chunk, encoding);
+      if (declared !== undefined && body >= declared) probe.finishing();
+      return (write as (...a: unknown[]) => boolean).call(this, chunk, encoding, cb);
     } as ServerResponse['write'];
     res.end = function (this: ServerResponse, ...args: unknown[]) {
       probe.finishing();

@@ -13,6 +13,7 @@ import type { Socket } from 'node:net';
 import { nowSeconds } from './clock.js';
 import { ChunkTracker, type ChronoSnapshot, type ChunkRecord } from './model/chunks.js';
 import { native } from './native.js';
+import { readTcpChrono } from './parse/inet_diag.js';
 import { parseTcpInfo, type TcpInfo } from './parse/tcp_info.js';
 import { errqueue, type Registration } from './sources/errqueue.js';
 import { enableTimestamping, idleFlags, recordFlags, setFlags } from './sources/timestamping.js';
@@ -124,19 +125,6 @@ function restore(target: Record<string, unknown>, saved: Map<string, unknown>): 
   saved.clear();
 }
 
-function toSnapshot(t: TcpInfo): ChronoSnapshot {
-  return {
-    busy: t.busyTime ?? 0,
-    rwndLimited: t.rwndLimited ?? 0,
-    sndbufLimited: t.sndbufLimited ?? 0,
-    totalRetrans: t.totalRetrans,
-    ...(t.deliveryRate !== undefined && { deliveryRate: t.deliveryRate }),
-    cwnd: t.sndCwnd,
-    srtt: t.rtt,
-    ...(t.minRtt !== undefined && { minRtt: t.minRtt }),
-  };
-}
-
 class SocketProbe extends EventEmitter implements Probe {
   private readonly fd: number;
   private readonly tracker: ChunkTracker;
@@ -153,6 +141,7 @@ class SocketProbe extends EventEmitter implements Probe {
   private readonly savedSocket = new Map<string, unknown>();
   private timer: NodeJS.Timeout | undefined;
   private last: TcpInfo | undefined;
+  private lastSnap: ChronoSnapshot | undefined;
   private reg: Registration;
   private readonly onSocketClose = (): void => {
     errqueue.forget(this.reg);
@@ -254,9 +243,26 @@ class SocketProbe extends EventEmitter implements Probe {
     this.emit('close');
   }
 
+  // The chronographs now, for a chunk's start (read on every tracked chunk:
+  // only the fields a snapshot needs are decoded).
   private readonly snapshotNow = (): ChronoSnapshot => {
-    const t = this.closed ? this.last : this.readTcpInfo();
-    return t === undefined ? { busy: 0, rwndLimited: 0, sndbufLimited: 0, totalRetrans: 0 } : toSnapshot(t);
+    if (!this.closed) {
+      try {
+        const c = readTcpChrono(native().tcpInfo(this.fd));
+        this.lastSnap = {
+          busy: c.busyTime,
+          rwndLimited: c.rwndLimited,
+          sndbufLimited: c.sndbufLimited,
+          totalRetrans: c.totalRetrans,
+          deliveryRate: c.deliveryRate,
+          cwnd: c.sndCwnd,
+          srtt: c.rtt,
+        };
+      } catch {
+        /* closed under us, or unparsable: keep the last good figures */
+      }
+    }
+    return this.lastSnap ?? { busy: 0, rwndLimited: 0, sndbufLimited: 0, totalRetrans: 0 };
   };
 
   private readTcpInfo(): TcpInfo | undefined {
@@ -358,7 +364,7 @@ class SocketProbe extends EventEmitter implements Probe {
   private finish(): void {
     this.stopTimer();
     if (this.closed) return;
-    this.tracker.flush(nowSeconds(), this.last === undefined ? undefined : toSnapshot(this.last));
+    this.tracker.flush(nowSeconds(), this.lastSnap);
     this.closed = true;
     this.emit('close');
   }

@@ -142,6 +142,8 @@ export interface TcpChrono {
   /** Smoothed RTT, seconds. */
   rtt: number;
   sndCwnd: number;
+  /** Segments retransmitted over the connection's life. */
+  totalRetrans: number;
   notsentBytes: number;
   appLimited: boolean;
   /** The peer's advertised window, bytes (Linux 5.4+). */
@@ -182,6 +184,7 @@ function chronoAt({ b, w }: Words, s: number, e: number): TcpChrono {
     appLimited: (b[s + 7]! & 1) !== 0,
     rtt: w[j + 17]! / 1e6, // 68
     sndCwnd: w[j + 20]!, // 80
+    totalRetrans: w[j + 25]!, // 100
     bytesAcked: w[j + 30]! + w[j + 31]! * U32, // 120
     bytesReceived: w[j + 32]! + w[j + 33]! * U32, // 128
     notsentBytes: w[j + 36]!, // 144

@@ -1,0 +1,81 @@
+// A/B benchmark in one server process: the same segment server listens twice,
+// once plain and once instrumented, and curl readers alternate between the
+// two in short phases. Machine load drifts (a 2-vCPU box shared with other
+// work), but it drifts for both sides alike, so the per-phase ratios are
+// steadier than comparing separate runs. The server reports its own CPU time
+// (user + system, which includes the kernel's send path in its syscalls).
+// Usage: npm run build && node bench/instrument/ab.mjs [phases=10] [segments per phase=10] [readers=2]
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import http from 'node:http';
+import { createInterface } from 'node:readline';
+
+const phases = Number(process.argv[2] ?? 10);
+const segments = Number(process.argv[3] ?? 10);
+const readers = Number(process.argv[4] ?? 2);
+const SEGMENT = 4 * 1024 * 1024;
+
+const CASES = [
+  { label: 'one chunk per response (instrumentHttp)', variant: 'response', size: 65536 },
+  { label: 'one chunk per response, sample 1/16', variant: 'response16', size: 65536 },
+  { label: 'one chunk per write (instrument)', variant: 'write', size: 65536 },
+  { label: 'one chunk per write, sample 1/16', variant: 'write16', size: 65536 },
+  { label: 'one chunk per write (instrument)', variant: 'write', size: 1 << 20 },
+];
+
+async function server(variant, size) {
+  const child = spawn('taskset', ['-c', '0', process.execPath, new URL('./ab-server.mjs', import.meta.url).pathname, variant, String(size), String(SEGMENT)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const it = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const ports = JSON.parse((await it.next()).value);
+  return { child, ports };
+}
+
+const get = (port, path) =>
+  new Promise((resolve, reject) => http.get({ host: '127.0.0.1', port, path }, (res) => {
+    let body = '';
+    res.on('data', (d) => (body += d));
+    res.on('end', () => resolve(JSON.parse(body)));
+  }).on('error', reject));
+
+async function phase(port, control) {
+  const before = await get(control, '/cpu');
+  const t0 = performance.now();
+  const procs = Array.from({ length: readers }, () =>
+    spawn('taskset', ['-c', '1', 'curl', '-s', '--fail', `http://127.0.0.1:${port}/seg[1-${segments}]`], { stdio: ['ignore', 'ignore', 'inherit'] }),
+  );
+  const codes = await Promise.all(procs.map((p) => once(p, 'exit').then(([c]) => c)));
+  if (codes.some((c) => c !== 0)) throw new Error(`a reader failed: ${codes}`);
+  const seconds = (performance.now() - t0) / 1000;
+  const after = await get(control, '/cpu');
+  const gb = (readers * segments * SEGMENT) / 1e9;
+  return { gbps: (gb * 8) / seconds, cpuPerGB: (after.cpu - before.cpu) / gb, records: after.records - before.records, seconds };
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+console.log(`A/B in one server process: ${phases} alternating phases of ${readers} curl readers x ${segments} segments of 4 MiB; median of per-phase ratios`);
+for (const c of CASES) {
+  const { child, ports } = await server(c.variant, c.size);
+  const ratios = { gbps: [], cpu: [] };
+  let records = 0;
+  let seconds = 0;
+  let base;
+  for (let i = 0; i < phases; i++) {
+    // Alternate the order so neither side always runs first.
+    const [a, b] = i % 2 === 0 ? [await phase(ports.plain, ports.control), await phase(ports.instrumented, ports.control)] : [null, await phase(ports.instrumented, ports.control)];
+    const plain = a ?? (await phase(ports.plain, ports.control));
+    ratios.gbps.push(b.gbps / plain.gbps);
+    ratios.cpu.push(b.cpuPerGB / plain.cpuPerGB);
+    records += b.records;
+    seconds += b.seconds;
+    base = plain;
+  }
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+  const writes = c.size >= 1 << 20 ? '1 MiB writes' : '64 KiB writes';
+  console.log(
+    `${`${writes}, ${c.label}`.padEnd(58)} throughput ${median(ratios.gbps).toFixed(2)}x   server CPU per GB ${median(ratios.cpu).toFixed(2)}x   ` +
+      `${Math.round(records / seconds)} records/s   (plain: ${base.gbps.toFixed(1)} Gbit/s, ${base.cpuPerGB.toFixed(2)} s/GB)`,
+  );
+}
