@@ -158,6 +158,10 @@ export class ConnectionTable {
     if (ch === undefined) return;
     let c = this.open.get(s.key);
     if (c === undefined) {
+      // Closed already: its destroy message overtook a dump that still held
+      // the socket. Cookies are never reused, so this is the same connection:
+      // add what grew, never count it open (and closed) a second time.
+      if (this.addToTombstone(s.key, ch)) return;
       c = this.create(s, this.pollNow);
       this.open.set(s.key, c);
       this.opts.onNew(c);
@@ -194,14 +198,8 @@ export class ConnectionTable {
         this.close(c, now, 'destroyed');
         continue;
       }
-      const t = this.tombstones.get(s.key);
-      if (t !== undefined) {
-        // Closed already (vanished from the dump first): add only what grew since.
-        const f = figuresOf(ch);
-        addTo(t.agg, growth(t, f));
-        Object.assign(t, maxFigures(t, f));
-        continue;
-      }
+      // Closed already (vanished from the dump first): add only what grew since.
+      if (this.addToTombstone(s.key, ch)) continue;
       // Born and gone between two polls. Sockets that never carried data
       // (failed connects, listeners) are not connections worth counting.
       if (!(ch.bytesAcked > 0 || ch.bytesReceived > 0)) continue;
@@ -209,6 +207,16 @@ export class ConnectionTable {
       this.observe(fresh, s, ch, now);
       this.close(fresh, now, 'destroyed');
     }
+  }
+
+  /** Adds a closed connection's late growth to its aggregate; false when `key` has no tombstone. */
+  private addToTombstone(key: number | string, ch: TcpChrono): boolean {
+    const t = this.tombstones.get(key);
+    if (t === undefined) return false;
+    const f = figuresOf(ch);
+    addTo(t.agg, growth(t, f));
+    Object.assign(t, maxFigures(t, f));
+    return true;
   }
 
   /** Closed connections not yet exported; each is returned by exactly one call. */

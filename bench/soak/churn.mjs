@@ -35,6 +35,20 @@ export async function startWatch(args) {
   return { child, base: line.listen };
 }
 
+/** Listens on 127.0.0.1 on a free port below net.ipv4.ip_local_port_range. */
+async function listenBelowEphemeral(server) {
+  const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = Math.max(1024, low - 1 - Math.floor(Math.random() * Math.min(10_000, low - 1025)));
+    const ok = await new Promise((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) return port;
+  }
+  throw new Error('no free port below the ephemeral range');
+}
+
 /**
  * Opens `count` connections (`parallel` at a time) to a server that writes
  * `bytes` bytes and closes; resolves with the ground truth and the agent's figures.
@@ -50,9 +64,11 @@ export async function churn({ count, parallel = 100, bytes = 2000, interval = '2
       servedBytes += bytes;
     });
   });
-  server.listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  const port = server.address().port;
+  // The server's port must lie outside the ephemeral range: a client bound to
+  // another source address may otherwise be given the same number as its own
+  // local port, and watch --port rightly counts that client socket as one of
+  // the port's connections (seen: 1-2 in 5k, 20 in 100k, 2 acked bytes each).
+  const port = await listenBelowEphemeral(server);
   const { child, base } = await startWatch(['--port', String(port), '--interval', interval]);
   const scrape = async () => (await fetch(`${base}/metrics`)).text();
   await sleep(500);

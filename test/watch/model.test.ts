@@ -125,6 +125,18 @@ describe('ConnectionTable', () => {
     expect(t.aggregates.get('8080')).toMatchObject({ closed: 1, bytesAcked: 1e6 });
   });
 
+  it('a dump older than a destroy message does not reopen (and close again) the connection', () => {
+    // Cookies are never reused: a socket seen after its destroy message is the
+    // same connection, already counted closed.
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    t.applyPoll([], 1000, LISTEN);
+    t.applyDestroyed([sock({ key: 7, state: 7 }, { busyTime: 0.5, bytesAcked: 100 })], 1500);
+    t.applyPoll([sock({ key: 7, state: 1 }, { busyTime: 0.4, bytesAcked: 90 })], 2000, LISTEN);
+    expect(t.open.size).toBe(0);
+    t.applyPoll([], 3000, LISTEN);
+    expect(t.aggregates.get('8080')).toMatchObject({ closed: 1, bytesAcked: 100, busy: 0.5 });
+  });
+
   it('keeps connections open through an interrupted dump', () => {
     const t = new ConnectionTable({ closeGraceMs: 0 });
     t.applyPoll([sock({ key: 7 }, { bytesAcked: 1 })], 1000, LISTEN);
