@@ -11,7 +11,7 @@ export interface HostPort {
   port: number;
 }
 
-/** "127.0.0.1:9466", "[::1]:9466". */
+/** "127.0.0.1:9465", "[::1]:9465". */
 export const hostPort = (a: HostPort): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
 /** Loopback addresses: the only ones a mode listens on unless told otherwise. */
