@@ -7,7 +7,7 @@ import { release } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isSystemError } from '../native.js';
 import { TCP_STATES, stateName, type TcpChrono } from '../parse/inet_diag.js';
-import { DiagSource, parseCidr } from '../sources/diag.js';
+import { DiagSource, parseCidr, type PollResult } from '../sources/diag.js';
 import { DestroyFeed } from '../sources/destroy.js';
 import { ConnectionTable } from '../model/connections.js';
 import { OwnerResolver } from '../model/owners.js';
@@ -105,6 +105,44 @@ function dumpFailure(e: unknown): string {
   return `cannot dump TCP sockets: ${e instanceof Error ? e.message : String(e)}`;
 }
 
+export interface PollStats {
+  polls: number;
+  pollErrors: number;
+  dumpParseErrors: number;
+  /** Interrupted dumps (NLM_F_DUMP_INTR): each retried one, and a final one still interrupted. */
+  dumpInterrupted: number;
+  socketsSeen: number;
+  lastOk: number;
+  lastError: string | undefined;
+}
+
+/**
+ * One poll into the table, streamed (each socket goes to the table as it is
+ * decoded). An interrupted dump is retried by the source; if it is still
+ * interrupted, nothing is closed for being absent from it. Throws native errors.
+ */
+export function pollTable(
+  source: DiagSource,
+  table: ConnectionTable,
+  stats: PollStats,
+  duration?: { observe(seconds: number): void },
+  now = Date.now(),
+): PollResult {
+  const t0 = performance.now();
+  const listening = new Set<number>();
+  table.beginPoll(now, listening);
+  const r = source.poll((s) => table.track(s), listening);
+  table.endPoll(!r.interrupted);
+  duration?.observe((performance.now() - t0) / 1000);
+  stats.polls++;
+  stats.socketsSeen = r.seen;
+  stats.dumpParseErrors += r.parseErrors;
+  stats.dumpInterrupted += r.interruptedRetries + (r.interrupted ? 1 : 0);
+  stats.lastOk = Date.now();
+  stats.lastError = undefined;
+  return r;
+}
+
 async function runWatch(argv: readonly string[]): Promise<number> {
   const { values: o, help } = parseFlags('watch', FLAGS, argv);
   if (help) {
@@ -124,15 +162,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   });
   const degraded: string[] = [];
 
-  const stats = {
-    polls: 0,
-    pollErrors: 0,
-    dumpParseErrors: 0,
-    dumpInterrupted: 0,
-    socketsSeen: 0,
-    lastOk: 0,
-    lastError: undefined as string | undefined,
-  };
+  const stats: PollStats = { polls: 0, pollErrors: 0, dumpParseErrors: 0, dumpInterrupted: 0, socketsSeen: 0, lastOk: 0, lastError: undefined };
 
   // Destroy feed first, so a connection closing during the first poll is not missed.
   let feed: DestroyFeed | undefined;
@@ -176,19 +206,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
 
   let firstSample: TcpChrono | undefined;
   const pollOnce = (): void => {
-    const t0 = performance.now();
-    // Streamed: each socket goes to the table as it is decoded.
-    const listening = new Set<number>();
-    table.beginPoll(Date.now(), listening);
-    const r = source.poll((s) => table.track(s), listening);
-    table.endPoll(!r.interrupted);
-    metrics.pollDuration.observe((performance.now() - t0) / 1000);
-    stats.polls++;
-    stats.socketsSeen = r.seen;
-    stats.dumpParseErrors += r.parseErrors;
-    stats.dumpInterrupted += r.interruptedRetries + (r.interrupted ? 1 : 0);
-    stats.lastOk = Date.now();
-    stats.lastError = undefined;
+    const r = pollTable(source, table, stats, metrics.pollDuration);
     if (r.firstParseError !== undefined) {
       if (r.firstParseError.startsWith('tcp_info') && r.firstParseError.includes('need at least')) {
         logOnce('old-kernel', 'error', 'this kernel is too old for the sender chronographs: they need Linux 4.10 or newer', {

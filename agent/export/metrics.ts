@@ -173,7 +173,7 @@ export class WatchMetrics {
       polls: counter('tcp_chrono_agent_polls_total', 'sock_diag polls completed.'),
       pollErrors: counter('tcp_chrono_agent_poll_errors_total', 'sock_diag polls that failed.'),
       parseErrors: counter('tcp_chrono_agent_parse_errors_total', 'Netlink messages that could not be decoded, by source (dump, destroy).', ['source']),
-      interrupted: counter('tcp_chrono_agent_dump_interrupted_total', 'Dumps repeated because the socket tables changed mid-dump (NLM_F_DUMP_INTR).'),
+      interrupted: counter('tcp_chrono_agent_dump_interrupted_total', 'sock_diag dumps the kernel marked interrupted (NLM_F_DUMP_INTR: the socket tables changed mid-dump); each is retried, twice at most per family.'),
       seen: gauge('tcp_chrono_agent_sockets_seen', 'Sockets the kernel returned in the last poll (before the agent-side filters).'),
       tracked: gauge('tcp_chrono_agent_connections_tracked', 'Connections in the table (open, watched).'),
       dropped: gauge('tcp_chrono_agent_dropped_connection_series', 'Connections left out of the per-connection series at the last scrape by --max-connections (aggregates still count them).'),

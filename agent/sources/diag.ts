@@ -143,7 +143,7 @@ export interface PollResult {
   seen: number;
   parseErrors: number;
   firstParseError?: string;
-  /** Dumps repeated because the tables changed mid-dump (NLM_F_DUMP_INTR). */
+  /** Dumps retried because the kernel marked them interrupted (NLM_F_DUMP_INTR: the tables changed mid-dump). */
   interruptedRetries: number;
   /** Still inconsistent after the retries (the result is used anyway). */
   interrupted: boolean;
@@ -151,7 +151,8 @@ export interface PollResult {
 }
 
 const EXT = extMask([INET_DIAG_INFO, INET_DIAG_CONG, INET_DIAG_SKMEMINFO]);
-const MAX_INTR_RETRIES = 2;
+/** Retries of an interrupted dump per family (so at most three dumps). */
+export const MAX_INTR_RETRIES = 2;
 
 export class DiagSource {
   readonly filter: SocketFilter;
@@ -203,10 +204,18 @@ export class DiagSource {
     };
     for (const family of [AF_INET, AF_INET6]) {
       for (let attempt = 0; ; attempt++) {
+        // An interrupted attempt is discarded: what it collected (and counted
+        // as kept) is dropped, so a retried socket is neither listed nor
+        // counted twice. Streamed sockets cannot be taken back; the table's
+        // track() is idempotent within a poll.
+        const socketsMark = result.sockets.length;
+        const keptMark = result.kept;
         const raw = visit !== undefined ? this.dumpReused(family) : this.binding.diagDump(family, this.filter.statesMask, EXT, this.filter.bytecode);
         const batch = parseDiagBatch(raw, keep, accept);
         if (batch.interrupted && attempt < MAX_INTR_RETRIES) {
           result.interruptedRetries++;
+          result.sockets.length = socketsMark;
+          result.kept = keptMark;
           continue;
         }
         result.interrupted ||= batch.interrupted;
