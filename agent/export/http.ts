@@ -43,9 +43,13 @@ export function createApp(deps: HttpDeps): express.Express {
   app.disable('x-powered-by');
   app.disable('etag');
 
+  // Scrapes that arrive while a render is in flight share its body: one
+  // render at a time, however many scrapers (see WatchMetrics.render).
+  let rendering: Promise<string> | undefined;
   app.get('/metrics', async (_req: Request, res: Response) => {
     try {
-      const body = await deps.metrics.render();
+      rendering ??= deps.metrics.render().finally(() => (rendering = undefined));
+      const body = await rendering;
       res.set('Content-Type', deps.metrics.contentType).send(body);
     } catch (e) {
       res.status(500).type('text/plain').send(`metrics rendering failed: ${e instanceof Error ? e.message : String(e)}\n`);

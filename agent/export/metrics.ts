@@ -5,6 +5,7 @@
 // connections (most stalled first, then most active), and self metrics.
 // A closed connection is a candidate in exactly one more scrape (with its
 // final figures), then its series are gone.
+import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { Connection, ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
@@ -196,22 +197,41 @@ export class WatchMetrics {
     return this.registry.contentType;
   }
 
-  /** Sets every series from the table and renders the exposition. */
+  /**
+   * Sets every series from the table and renders the exposition. The
+   * per-connection part (tens of MB with 100k connections) is built in
+   * slices of about RENDER_SLICE_MS, handing the event loop back between
+   * them, so a scrape never holds the poll loop for longer than a slice.
+   * A poll between two slices may move a connection's figures on: its later
+   * series then show the newer (larger) values, as a later scrape would.
+   */
   async render(): Promise<string> {
-    const chosen = this.update();
+    const slice = new Slicer();
+    const chosen = await this.chooseLabelled(slice);
+    this.update();
     const head = await this.registry.metrics();
-    return head + '\n' + this.renderConnections(chosen);
+    return head + '\n' + (await this.renderConnections(chosen, slice));
   }
 
-  private renderConnections(chosen: { c: Connection; labels: string }[]): string {
+  private async renderConnections(chosen: { c: Connection; labels: string }[], slice: Slicer): Promise<string> {
+    // Lines are joined 256 at a time: the final join is of a few hundred
+    // pieces, not of every line (which took tens of ms in one go).
     const out: string[] = [];
+    let lines: string[] = [];
     for (const f of CONNECTION_FAMILIES) {
       out.push(`# HELP ${f.name} ${f.help}\n# TYPE ${f.name} ${f.type}\n`);
-      for (const { c, labels } of chosen) {
+      for (let i = 0; i < chosen.length; i++) {
+        const { c, labels } = chosen[i]!;
         const v = f.value(c);
-        if (v !== undefined) out.push(`${f.name}{${labels}} ${formatValue(v)}\n`);
+        if (v !== undefined) lines.push(`${f.name}{${labels}} ${formatValue(v)}\n`);
+        if (lines.length === 256) {
+          out.push(lines.join(''));
+          lines = [];
+          await slice.maybeYield();
+        }
       }
     }
+    out.push(lines.join(''));
     return out.join('');
   }
 
@@ -239,7 +259,33 @@ export class WatchMetrics {
     return chosen;
   }
 
-  private update(): { c: Connection; labels: string }[] {
+  /** The exported connections with their label sets (sliced: see render()). */
+  private async chooseLabelled(slice: Slicer): Promise<{ c: Connection; labels: string }[]> {
+    const exported = this.selectExported();
+    let dropped = this.lastDropped;
+    const chosen: { c: Connection; labels: string }[] = [];
+    const seen = new Set<string>();
+    for (let i = 0; i < exported.length; i++) {
+      if ((i & 255) === 255) await slice.maybeYield();
+      const c = exported[i]!;
+      if (c.owner === undefined) this.owners?.request(c); // found by a later scan, best effort
+      const pid = c.owner !== undefined ? String(c.owner.pid) : '';
+      const labels = `port="${c.localPort}",remote="${escapeLabel(redactEndpoint(c.remote))}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"`;
+      // Two sockets with one label set (same peer on two local addresses, or
+      // a peer port reused right after a close) would add up: keep the first.
+      if (seen.has(labels)) {
+        dropped++;
+        continue;
+      }
+      seen.add(labels);
+      chosen.push({ c, labels });
+    }
+    this.lastDropped = dropped;
+    return chosen;
+  }
+
+  /** Aggregate and self series from the table (synchronous: a few series per port). */
+  private update(): void {
     const { agg, self } = this;
     for (const m of [agg.busy, agg.rwnd, agg.sndbuf, agg.acked, agg.retrans, agg.closed, agg.open]) m.reset();
     for (const [port, a] of this.table.aggregates) {
@@ -252,22 +298,6 @@ export class WatchMetrics {
       agg.closed.add(l, a.closed);
     }
     for (const [port, n] of this.table.openCounts()) agg.open.add({ port }, n);
-
-    const chosen: { c: Connection; labels: string }[] = [];
-    const seen = new Set<string>();
-    for (const c of this.selectExported()) {
-      if (c.owner === undefined) this.owners?.request(c); // found by a later scan, best effort
-      const pid = c.owner !== undefined ? String(c.owner.pid) : '';
-      const labels = `port="${c.localPort}",remote="${escapeLabel(redactEndpoint(c.remote))}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"`;
-      // Two sockets with one label set (same peer on two local addresses, or
-      // a peer port reused right after a close) would add up: keep the first.
-      if (seen.has(labels)) {
-        this.lastDropped++;
-        continue;
-      }
-      seen.add(labels);
-      chosen.push({ c, labels });
-    }
 
     const s = this.selfSnapshot();
     for (const m of Object.values(self)) m.reset();
@@ -283,6 +313,18 @@ export class WatchMetrics {
     self.destroyed.inc(s.destroyedSockets);
     self.feedLost.inc(s.destroyFeedLost);
     self.ownerScans.inc(s.ownerScans);
-    return chosen;
+  }
+}
+
+/** Longest stretch a render runs before handing the event loop back. */
+export const RENDER_SLICE_MS = 5;
+
+/** Hands the event loop back (setImmediate: timers and I/O run first) once a slice has run long enough. */
+class Slicer {
+  private since = performance.now();
+  async maybeYield(): Promise<void> {
+    if (performance.now() - this.since < RENDER_SLICE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.since = performance.now();
   }
 }
