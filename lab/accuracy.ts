@@ -10,8 +10,9 @@
 //     server namespace; its --events file gives the chunk records (source
 //     "proxy").
 //   mode attach: the segment server as its own process (lab/segment-server.ts)
-//     and the attach CLI on its pid (source "attach", per sendmsg; see
-//     attachChunks for how its records are scored).
+//     and the attach CLI on its pid (source "attach": its records are the
+//     target's sendmsg calls, mapped to segments by byte offset and
+//     aggregated per segment, see scoreAttach).
 //
 // npm run lab:accuracy [-- --quick] [-- --only NAME,...] [-- --json FILE]
 import type { ChildProcess } from 'node:child_process';
@@ -24,7 +25,8 @@ import type { ChunkRecord } from '../agent/index.js';
 import { DelayLab } from '../test/lab/delay.js';
 import { stopChild, waitForLine } from '../test/lab/lab.js';
 import { SCENARIOS, type Mode, type Scenario } from './scenarios.js';
-import { serveSegments } from './server.js';
+import { responseHead, serveSegments } from './server.js';
+import { classify } from '../agent/model/classify.js';
 import {
   formatMatrix,
   formatSummary,
@@ -46,10 +48,11 @@ export const ROOT = ((): string => {
 })();
 export const CLI = join(ROOT, 'dist/agent/cli/main.js');
 export const PEERS = join(ROOT, 'lab/peers.py');
+export const SEGMENT_SERVER = join(ROOT, 'dist/lab/segment-server.js');
 
 export const SOURCES = ['instrument', 'watch', 'proxy', 'attach'] as const;
 export type Source = (typeof SOURCES)[number];
-const SOURCE_MODE: Record<Source, Mode | 'attach'> = { instrument: 'direct', watch: 'direct', proxy: 'proxy', attach: 'attach' };
+const SOURCE_MODE: Record<Source, Mode> = { instrument: 'direct', watch: 'direct', proxy: 'proxy', attach: 'attach' };
 
 export interface RunResult {
   scenario: string;
@@ -93,16 +96,37 @@ function collectLines(child: ChildProcess): string[] {
   return lines;
 }
 
-async function runClient(lab: DelayLab, scn: Scenario, port: number, limitS: number): Promise<ClientOutput> {
+interface Go {
+  /** The client waits for this file before its first request. */
+  file: string;
+  /** Called with the client's ip:port once it connected; creates the file when it returns. */
+  ready: (local: string) => Promise<void>;
+}
+
+async function runClient(lab: DelayLab, scn: Scenario, port: number, limitS: number, go?: Go): Promise<ClientOutput> {
   const argv = ['python3', PEERS, 'client', '--host', lab.server.address, '--port', String(port), '--plan', JSON.stringify(scn.plan), '--limit', String(limitS)];
   if (scn.rcvbuf !== undefined) argv.push('--rcvbuf', String(scn.rcvbuf));
+  if (go !== undefined) argv.push('--go-file', go.file);
   const child = lab.spawn('client', argv);
   const lines = collectLines(child);
+  let goFailed: unknown;
+  if (go !== undefined) {
+    const line = await waitForLine(child, /"event": ?"connected"/, 15_000);
+    const local = String((JSON.parse(line) as { local: string }).local);
+    try {
+      await go.ready(local);
+      writeFileSync(go.file, '');
+    } catch (e) {
+      goFailed = e;
+      child.kill('SIGKILL');
+    }
+  }
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   const timer = setTimeout(() => child.kill('SIGKILL'), (limitS + 5) * 1000);
   const [code] = (await once(child, 'exit')) as [number | null];
   clearTimeout(timer);
+  if (goFailed !== undefined) throw goFailed;
   const ev = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
   const connected = ev.find((e) => e.event === 'connected');
   const done = ev.find((e) => e.event === 'done');
@@ -259,6 +283,7 @@ export async function runAccuracy(opts: RunOptions = {}): Promise<Report> {
       log(`— ${scn.name} (${mode}): ${scn.what}`);
       try {
         if (mode === 'direct') await runDirect(scn, out, () => undefined);
+        else if (mode === 'attach') await runAttach(scn, out);
         else await runProxy(scn, out);
       } catch (e) {
         out.error = e instanceof Error ? e.message : String(e);
@@ -306,7 +331,6 @@ export function formatReport(r: Report): string {
   }
   const na = SCENARIOS.flatMap((s) => Object.entries(s.notApplicable ?? {}).map(([m, why]) => `  ${s.name} / ${m}: ${why}`));
   if (na.length > 0 && !r.quick) lines.push('\nNot applicable:', ...na);
-  lines.push(`\n${ATTACH_NOT_RUN}`);
   return lines.join('\n');
 }
 
@@ -314,14 +338,108 @@ export const TARGET = 0.95;
 
 // ---- attach ---------------------------------------------------------------
 
+type AttachChunk = ChunkRecord & { peer: string; port: number };
+
 /**
- * Why attach is not in the report (yet). Printed with every report.
+ * attach's chunks are the target's sendmsg calls, keyed by byte offset from
+ * the moment timestamping was turned on (the client sent its first request
+ * only after the agent listed the connection, so offset 0 is the first
+ * response's first byte). Each segment is the byte range [header + body] of
+ * its response; its chunks are aggregated into one verdict: their
+ * chronograph deltas and spans summed (chunk spans overlap by the ACK time of
+ * the previous chunk, in the deltas as in the spans, so the sum is a
+ * time-weighted mix) and classify() run on the sums. The first chunk's span
+ * starts at the previous response's last byte leaving TCP, before the
+ * client even asked (think time, the request's trip): it is clipped to start
+ * when the request reached the server.
  */
-export const ATTACH_NOT_RUN =
-  'attach is not scored: its chunks are the target’s sendmsg calls (a segment is a header write plus ' +
-  'one or more partial body writes, many shorter than four jiffies), so scoring needs a byte-offset → segment ' +
-  'map that accounts for the connection being adopted up to one --interval after it opened; and the attach ' +
-  'mode was being finished in parallel when the lab was written (see the README section).';
+function scoreAttach(scn: Scenario, records: AttachChunk[], client: ClientOutput, oneWay: number, out: RunResult): void {
+  const source: Source = 'attach';
+  const chunks = records.filter((c) => !c.stalled).sort((a, b) => a.offset - b.offset);
+  let at = 0;
+  for (const e of [...client.segments].sort((a, b) => a.i - b.i)) {
+    const seg = scn.plan[e.i];
+    if (seg === undefined) continue;
+    const from = at;
+    const to = (at += Buffer.byteLength(responseHead(seg.bytes), 'latin1') + seg.bytes);
+    const mine = chunks.filter((c) => c.offset >= from && c.offset < to);
+    const item = `chunk ${e.i}`;
+    const gated = scn.limitation === undefined;
+    if (mine.length === 0) {
+      if (seg.truth === 'warmup') continue;
+      out.scored.push({ source, scenario: scn.name, item, truth: seg.truth, verdict: 'unknown', gated });
+      out.detail.push(`attach ${item}: truth ${seg.truth}, NO RECORD for bytes ${from}–${to} (scored unknown)`);
+      continue;
+    }
+    const first = mine[0]!;
+    const last = mine[mine.length - 1]!;
+    const reqAt = e.tReq + oneWay;
+    const clip = Math.min(first.deliveryTime, Math.max(0, reqAt - first.writeTime));
+    const sum = (f: (c: AttachChunk) => number): number => mine.reduce((a, c) => a + f(c), 0);
+    const span = sum((c) => c.deliveryTime) - clip;
+    const busy = sum((c) => c.busy);
+    const rwnd = sum((c) => c.rwndLimited);
+    const sndbuf = sum((c) => c.sndbufLimited);
+    const verdict = classify({ span, busy, rwndLimited: rwnd, sndbufLimited: sndbuf });
+    const alone = mine.filter((c) => c.limit === 'unknown').length;
+    const covered = last.offset + last.bytes - from;
+    const figs =
+      `${mine.length} sendmsg chunks (${alone} unknown alone), ${covered}/${to - from} bytes; ` +
+      `span ${(span * 1000).toFixed(0)} ms (first clipped ${(clip * 1000).toFixed(0)} ms), busy ${(busy / Math.max(span, 1e-9)).toFixed(2)}, ` +
+      `rwnd ${(rwnd / Math.max(busy, 1e-9)).toFixed(2)} sndbuf ${(sndbuf / Math.max(busy, 1e-9)).toFixed(2)} of busy`;
+    if (seg.truth === 'warmup') {
+      out.excluded.push({ source, scenario: scn.name, item, reason: 'warm-up' });
+      out.detail.push(`attach ${item}: warm-up, not scored (verdict ${verdict}; ${figs})`);
+      continue;
+    }
+    out.scored.push({ source, scenario: scn.name, item, truth: seg.truth, verdict, gated });
+    out.detail.push(`attach ${item}: truth ${seg.truth}, verdict ${verdict}; ${figs}`);
+  }
+}
+
+async function runAttach(scn: Scenario, out: RunResult): Promise<void> {
+  const lab = await buildLab(scn);
+  const dir = mkdtempSync(join(tmpdir(), 'tcp-chrono-lab-'));
+  const events = join(dir, 'chunks.jsonl');
+  try {
+    const limitS = planSeconds(scn);
+    const server = lab.spawn('server', ['node', SEGMENT_SERVER, lab.server.address, '0', String(limitS + 60)]);
+    const port = Number(/^listening (\d+)/.exec(await waitForLine(server, /^listening \d+/, 10_000))?.[1]);
+    if (server.pid === undefined) throw new Error('segment server has no pid');
+    // `ip netns exec` execs the command: the child's pid is the server's.
+    const agent = lab.spawn('server', [
+      'node', CLI, 'attach', '--pid', String(server.pid), '--events', events,
+      '--metrics-listen', '127.0.0.1:0', '--interval', '200ms', '--stall-after', '30s',
+    ]);
+    const url = String((JSON.parse(await waitForLine(agent, /"msg":"attaching"/, 15_000)) as { metrics: string }).metrics);
+    const listed = async (local: string): Promise<boolean> => {
+      const { stdout } = await lab.exec('server', ['curl', '-sf', `${url}/api/sockets`]);
+      return (JSON.parse(stdout) as Array<{ peer: string }>).some((s) => s.peer === local);
+    };
+    const client = await runClient(lab, scn, port, limitS, {
+      file: join(dir, 'go'),
+      ready: async (local) => {
+        // The connection is adopted at the agent's next rescan (--interval).
+        for (const deadline = Date.now() + 5000; !(await listed(local)); await sleep(50)) {
+          if (Date.now() > deadline) throw new Error(`attach did not list ${local} within 5 s`);
+        }
+      },
+    });
+    const total = client.segments.reduce((a, e) => a + Buffer.byteLength(responseHead(scn.plan[e.i]?.bytes ?? 0), 'latin1') + (scn.plan[e.i]?.bytes ?? 0), 0);
+    const read = (): AttachChunk[] =>
+      existsSync(events)
+        ? readFileSync(events, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AttachChunk).filter((c) => c.peer === client.local)
+        : [];
+    const deadline = Date.now() + 5000;
+    while (Math.max(0, ...read().map((c) => c.offset + c.bytes)) < total && Date.now() < deadline) await sleep(100);
+    await stopChild(agent, 12_000);
+    await stopChild(server, 3000);
+    scoreAttach(scn, read(), client, scn.delayMs / 1000, out);
+  } finally {
+    await lab.teardown();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 // ---- main -----------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 """Client-side programs of the lab (lab/README in the top-level README,
 section "The lab: ground truth and accuracy"). Every mode is bounded in time.
 
-  client --host H --port P --plan JSON [--rcvbuf B] [--limit S]
+  client --host H --port P --plan JSON [--rcvbuf B] [--limit S] [--go-file F]
       One keep-alive HTTP/1.1 connection that fetches the segments of the
       plan in order (GET /seg?...), each read as the plan says: greedily, at a
       fixed rate, or with the reader stopping for a while (a decoder stall:
@@ -13,6 +13,9 @@ section "The lab: ground truth and accuracy"). Every mode is bounded in time.
         {"event":"segment","i":N,"tReq":...,"tDone":...,"stall":[t0,t1,tFull]|null,"truth":"..."}
       (tFull: when the receive queue stopped growing, i.e. the window closed)
         {"event":"done","t":...}
+      With --go-file, the client connects, prints "connected", and sends its
+      first request only once F exists (the attach runner creates it when the
+      agent lists the connection: byte offset 0 is then the first response).
   poll --url URL --port P --seconds S [--every 0.2]
       Polls the watch agent's /api/connections and prints every new
       per-interval delta of the connections on local port P, one JSON line:
@@ -23,6 +26,7 @@ import fcntl
 import struct
 import termios
 import json
+import os
 import socket
 import sys
 import time
@@ -66,6 +70,11 @@ def client(a) -> None:
     s.connect((a.host, a.port))
     ip, port = s.getsockname()
     emit({"event": "connected", "local": f"{ip}:{port}", "t": now()})
+    if a.go_file:
+        while not os.path.exists(a.go_file):
+            if time.monotonic() > deadline:
+                raise TimeoutError("go file never appeared")
+            time.sleep(0.02)
     buf = bytearray()
     for i, seg in enumerate(plan):
         if time.monotonic() > deadline:
@@ -150,6 +159,7 @@ def main() -> None:
     cp.add_argument("--plan", required=True)
     cp.add_argument("--rcvbuf", type=int, default=0)
     cp.add_argument("--limit", type=float, default=60)
+    cp.add_argument("--go-file", default="")
     pp = sub.add_parser("poll")
     pp.add_argument("--url", required=True)
     pp.add_argument("--port", type=int, required=True)

@@ -26,14 +26,14 @@ import type { Limit } from '../agent/model/classify.js';
 
 export type Cause = Exclude<Limit, 'unknown'>;
 export type Truth = Cause | 'warmup';
-export type Mode = 'direct' | 'proxy';
+export type Mode = 'direct' | 'proxy' | 'attach';
 
 export interface Segment {
   bytes: number;
   /** Server writes the body in this many pieces, gapMs apart (a slow producer). */
   pieces?: number;
   gapMs?: number;
-  /** Server sets SO_SNDBUF to this before the response (instrument mode only). */
+  /** Server sets SO_SNDBUF to this before the response (not through the proxy: its client-facing socket is its own). */
   sndbuf?: number;
   /** Client reads at most this many bytes/s (0: greedily). */
   readRate?: number;
@@ -83,8 +83,8 @@ export const SCENARIOS: Scenario[] = [
   {
     name: 'rwnd',
     what: 'slow reader (400 kB/s) with a 16 KiB receive buffer, 10 ms RTT, BBR (the machine default: it paces at the reader’s rate, so only about half of busy time is counted rwnd-limited; classify() names rwnd from a third)',
-    quick: ['direct'],
-    modes: ['direct', 'proxy'],
+    quick: ['direct', 'attach'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 5,
     rcvbuf: 16 * KiB,
     plan: times(5, { bytes: 512 * KiB, readRate: 400_000, truth: 'rwnd' as const }),
@@ -93,7 +93,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'rwnd-reno',
     what: 'the same slow reader, with Reno on the server (no pacing)',
     quick: ['direct'],
-    modes: ['direct', 'proxy'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 5,
     cc: 'reno',
     rcvbuf: 16 * KiB,
@@ -103,7 +103,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'sndbuf',
     what: 'server tcp_wmem 32 KiB (max), greedy reader, 40 ms RTT, no bottleneck',
     quick: ['direct', 'proxy'],
-    modes: ['direct', 'proxy'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 20,
     wmem: '4096 32768 32768',
     plan: [{ bytes: 256 * KiB, truth: 'warmup' }, ...times(20, { bytes: 256 * KiB, truth: 'sndbuf' as const })],
@@ -111,8 +111,8 @@ export const SCENARIOS: Scenario[] = [
   {
     name: 'network',
     what: '20 Mbit/s bottleneck (tbf), greedy reader, 40 ms RTT',
-    quick: ['direct'],
-    modes: ['direct', 'proxy'],
+    quick: ['direct', 'attach'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 20,
     rate: '20mbit',
     plan: times(10, { bytes: 1 * MiB, truth: 'network' as const }),
@@ -120,8 +120,8 @@ export const SCENARIOS: Scenario[] = [
   {
     name: 'app',
     what: 'producer writes 8 KiB bursts 150 ms apart (96 KiB per segment), 20 ms RTT',
-    quick: ['direct', 'proxy'],
-    modes: ['direct', 'proxy'],
+    quick: ['direct', 'proxy', 'attach'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 10,
     plan: times(4, { bytes: 96 * KiB, pieces: 12, gapMs: 150, truth: 'app' as const }),
   },
@@ -129,7 +129,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'video',
     what: 'player: 2 s segments at 4 Mbit/s over 20 Mbit/s, 40 ms RTT; 3 back to back, then one per 2 s (buffer full)',
     quick: [],
-    modes: ['direct', 'proxy'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 20,
     rate: '20mbit',
     plan: [
@@ -141,7 +141,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'video-stall',
     what: 'player (512 KiB receive buffer) whose decoder stalls 3 s inside two 4 s segments at 4 Mbit/s; 20 Mbit/s, 40 ms RTT',
     quick: ['direct', 'proxy'],
-    modes: ['direct', 'proxy'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 20,
     rate: '20mbit',
     rcvbuf: 512 * KiB,
@@ -156,7 +156,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'mixed',
     what: 'one connection: network (20 Mbit/s) → decoder stall (rwnd) → network → slow producer (app); 40 ms RTT',
     quick: ['direct'],
-    modes: ['direct', 'proxy'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 20,
     rate: '20mbit',
     rcvbuf: 512 * KiB,
@@ -171,7 +171,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'mixed-sndbuf',
     what: 'one connection: tcp_wmem 32 KiB (sndbuf) → server raises SO_SNDBUF mid-connection (network); 20 Mbit/s, 40 ms RTT',
     quick: [],
-    modes: ['direct'],
+    modes: ['direct', 'attach'],
     delayMs: 20,
     rate: '20mbit',
     wmem: '4096 32768 32768',
@@ -189,7 +189,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'short',
     what: '16 KiB responses, 4 ms RTT, 50 ms apart: every chunk is shorter than four jiffies',
     quick: [],
-    modes: ['direct', 'proxy'],
+    modes: ['direct', 'proxy', 'attach'],
     delayMs: 2,
     plan: times(60, { bytes: 16 * KiB, thinkSeconds: 0.05, truth: 'network' as const }),
     limitation:

@@ -34,6 +34,9 @@ export interface SegmentServer {
 
 const MAX_BODY = 64 << 20;
 
+/** The response header of a B-byte segment (the attach runner maps byte offsets to segments with its length). */
+export const responseHead = (bytes: number): string => `HTTP/1.1 200 OK\r\nContent-Length: ${Math.min(MAX_BODY, bytes)}\r\nContent-Type: video/mp2t\r\n\r\n`;
+
 /** Serves segments on a listening server (DelayLab.listen: the socket lives in the lab's server namespace). */
 export function serveSegments(server: Server, opts: SegmentServerOptions): SegmentServer {
   const chunks = new Map<string, ChunkRecord[]>();
@@ -116,7 +119,7 @@ async function handle(sock: Socket, probe: Probe | undefined): Promise<void> {
       native().setSockoptInt(fd, SOL_SOCKET, SO_SNDBUF, sndbuf);
     }
     probe?.unit('segment');
-    await write(sock, Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${bytes}\r\nContent-Type: video/mp2t\r\n\r\n`, 'latin1'));
+    await write(sock, Buffer.from(responseHead(bytes), 'latin1'));
     const size = Math.ceil(bytes / pieces);
     for (let off = 0, k = 0; off < bytes && !sock.destroyed; off += size, k++) {
       if (k > 0 && gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
