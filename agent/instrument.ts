@@ -54,6 +54,13 @@ export interface ProbeStats {
   /** Chunks matched to a record keyed past their last byte (writes coalesced or a record missing). */
   inexact: number;
   pending: number;
+  /**
+   * ACK records the kernel dropped because the socket's error queue was full
+   * (the host's event loop did not drain it in time: about 157 records fill
+   * the default 128 KiB receive-memory budget). Their chunks complete with
+   * `exact: false`, matched to a later record.
+   */
+  lostRecords: number;
   /** Hand-overs to the kernel with bytes that did not pass through socket.write()/end(). */
   unaccountedWrites: number;
   /** The full tcp_info at the time of the call (undefined once the socket is closed). */
@@ -72,6 +79,11 @@ export interface Probe extends EventEmitter {
   close(): void;
   on(event: 'chunk' | 'stall', listener: (c: ChunkRecord) => void): this;
 }
+
+const SOL_SOCKET = 1;
+const SO_RCVBUF = 8;
+/** An upper bound of one record's truesize (skb with OPT_STATS), bytes. */
+const RECORD_TRUESIZE_BOUND = 1536;
 
 type HandleWrite = (req: unknown, ...args: unknown[]) => number;
 const WRITE_METHODS = ['writeBuffer', 'writev', 'writeUtf8String', 'writeAsciiString', 'writeLatin1String', 'writeUcs2String'] as const;
@@ -182,7 +194,7 @@ class SocketProbe extends EventEmitter implements Probe {
       },
       { chunk: (c) => this.deliver('chunk', c), stall: (c) => this.deliver('stall', c) },
     );
-    this.reg = errqueue.add(fd, (records) => this.tracker.onRecords(records, this.snapshotNow));
+    this.reg = errqueue.add(fd, (records) => this.tracker.onRecords(records, this.snapshotNow, this.queueWasFull(records.length)));
     this.hook(handle);
     socket.once('close', this.onSocketClose);
     const period = Math.min(1000, Math.max(20, stallAfterMs / 4));
@@ -217,6 +229,7 @@ class SocketProbe extends EventEmitter implements Probe {
       stalls: c.stalls,
       inexact: c.inexact,
       pending: this.tracker.pendingCount,
+      lostRecords: c.lostRecords,
       unaccountedWrites: this.desync,
       ...(!this.closed && t !== undefined && { tcpInfo: t }),
     };
@@ -265,6 +278,22 @@ class SocketProbe extends EventEmitter implements Probe {
     return this.lastSnap ?? { busy: 0, rwndLimited: 0, sndbufLimited: 0, totalRetrans: 0 };
   };
 
+  /**
+   * Whether one drain of `n` records emptied a full error queue. The queue is
+   * charged to the socket's receive memory (SO_RCVBUF) at the records'
+   * truesize, about 830 B with OPT_STATS; a drain holding as many records as
+   * the budget fits at 1.5 KiB each is taken as full (157 fill 128 KiB; the
+   * test is only made, one getsockopt, past 32 records).
+   */
+  private queueWasFull(n: number): boolean {
+    if (n < 32) return false;
+    try {
+      return n * RECORD_TRUESIZE_BOUND >= native().getSockoptInt(this.fd, SOL_SOCKET, SO_RCVBUF);
+    } catch {
+      return false;
+    }
+  }
+
   private readTcpInfo(): TcpInfo | undefined {
     try {
       this.last = parseTcpInfo(native().tcpInfo(this.fd));
@@ -301,13 +330,15 @@ class SocketProbe extends EventEmitter implements Probe {
       this.tracker.skip(this.handedOver - this.tracker.written);
     }
     const want = this.tracker.wantsRecords(from, this.handedOver, this.finalWritesOnly);
-    if (want === this.flagsOn) return;
-    try {
-      setFlags(this.fd, want ? this.full : this.idle);
-      this.flagsOn = want;
-    } catch {
-      /* the socket is closing; the write will fail the same way */
+    if (want !== this.flagsOn) {
+      try {
+        setFlags(this.fd, want ? this.full : this.idle);
+        this.flagsOn = want;
+      } catch {
+        /* the socket is closing; the write will fail the same way */
+      }
     }
+    if (this.flagsOn && bytes > 0) this.tracker.expectAck(this.handedOver - 1);
   }
 
   private hook(handle: StreamHandle): void {

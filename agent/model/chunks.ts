@@ -103,7 +103,12 @@ export class ChunkTracker {
   private nextId = 0;
   private readonly pending: Pending[] = [];
   private unit: Unit | undefined;
-  readonly counters = { chunks: 0, stalls: 0, inexact: 0, overflow: 0, missingStats: 0 };
+  readonly counters = { chunks: 0, stalls: 0, inexact: 0, overflow: 0, missingStats: 0, lostRecords: 0 };
+  /** Last bytes of flagged hand-overs whose ACK record has not come yet (ascending), from `expectedHead`. */
+  private expected: number[] = [];
+  private expectedHead = 0;
+  /** A drain found the error queue at capacity, and no ACK record has arrived from a drain below it since. */
+  private queueWasFull = false;
 
   constructor(
     private readonly opts: TrackerOptions,
@@ -189,11 +194,47 @@ export class ChunkTracker {
     c.sched = c.snd = c.ack = undefined;
   }
 
-  /** Applies timestamp records (in arrival order). */
-  onRecords(records: readonly TxRecord[], nowSnapshot: () => ChronoSnapshot): void {
+  /**
+   * A hand-over whose sendmsg calls request records ends at `lastByte`: its
+   * last sendmsg gets an ACK record keyed there (earlier ones of a partial
+   * write, keyed inside it, are not expected). ACK records arrive in key
+   * order (cumulative acks), so one keyed past `lastByte` while its own never
+   * came means that record is gone. Bounded: the oldest expectations are
+   * forgotten, uncounted, beyond MAX_EXPECTED.
+   */
+  expectAck(lastByte: number): void {
+    this.expected.push(lastByte);
+    if (this.expected.length - this.expectedHead > MAX_EXPECTED) this.expectedHead++;
+    if (this.expectedHead > 4096 && this.expectedHead * 2 > this.expected.length) {
+      this.expected = this.expected.slice(this.expectedHead);
+      this.expectedHead = 0;
+    }
+  }
+
+  /**
+   * Applies timestamp records (in arrival order). `queueFull`: this drain
+   * found the socket's error queue at capacity (the kernel drops new records
+   * silently then). ACK records skipped over are counted in `lostRecords`
+   * when a full queue explains them (this drain or the one before the ACK
+   * that reveals the gap); otherwise the kernel merged the hand-over's bytes
+   * into a later write's segment, which leaves the same gap by design.
+   */
+  onRecords(records: readonly TxRecord[], nowSnapshot: () => ChronoSnapshot, queueFull = false): void {
     if (this.written === 0) return;
+    if (queueFull) this.queueWasFull = true;
+    let sawAck = false;
     for (const r of records) {
       const last = this.unwrap(r.key);
+      if (r.kind === 'ack') {
+        sawAck = true;
+        let skipped = 0;
+        while (this.expectedHead < this.expected.length && this.expected[this.expectedHead]! < last) {
+          this.expectedHead++;
+          skipped++;
+        }
+        if (this.expectedHead < this.expected.length && this.expected[this.expectedHead] === last) this.expectedHead++;
+        if (skipped > 0 && this.queueWasFull) this.counters.lostRecords += skipped;
+      }
       for (const c of this.pending) {
         if (c.offset + c.bytes - 1 > last) break;
         if (r.kind === 'sched') c.sched ??= r.time;
@@ -204,6 +245,7 @@ export class ChunkTracker {
         }
       }
     }
+    if (sawAck && !queueFull) this.queueWasFull = false;
     this.completeReady(nowSnapshot);
   }
 
@@ -322,6 +364,9 @@ export class ChunkTracker {
 }
 
 const nonNeg = (x: number): number => (x > 0 ? x : 0);
+
+/** Most flagged hand-overs awaiting their ACK record (a few MB in flight at 64 KiB writes is under 100). */
+const MAX_EXPECTED = 65_536;
 
 /** The chronograph snapshot in a record's OPT_STATS (also attach's RecordChunker). */
 export function fromOptStats(s: NonNullable<TxRecord['stats']>): ChronoSnapshot {
