@@ -194,7 +194,13 @@ class SocketProbe extends EventEmitter implements Probe {
       },
       { chunk: (c) => this.deliver('chunk', c), stall: (c) => this.deliver('stall', c) },
     );
-    this.reg = errqueue.add(fd, (records) => this.tracker.onRecords(records, this.snapshotNow, this.queueWasFull(records.length)));
+    try {
+      this.reg = errqueue.add(fd, (records) => this.tracker.onRecords(records, this.snapshotNow, this.queueWasFull(records.length)));
+    } catch (e) {
+      // Nobody would drain this socket's error queue: leave it as we found it.
+      setFlags(fd, 0);
+      throw e;
+    }
     this.hook(handle);
     socket.once('close', this.onSocketClose);
     const period = Math.min(1000, Math.max(20, stallAfterMs / 4));
