@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { instrument, type ChunkRecord, type InstrumentOptions, type Probe } from './instrument.js';
+import { appBytes, instrument, type ChunkRecord, type InstrumentOptions, type Probe } from './instrument.js';
 
 export interface HttpInstrumentOptions extends Omit<InstrumentOptions, 'finalWritesOnly'> {
   /** Names the route of a request (e.g. 'segment', 'manifest'); default: no label. */
@@ -88,7 +88,7 @@ class HttpInstrumentation extends EventEmitter implements HttpProbe {
         const n = typeof v === 'string' ? Number(v) : typeof v === 'number' ? v : NaN;
         declared = Number.isFinite(n) ? n : undefined;
       }
-      body += chunkLength(chunk, encoding);
+      body += appBytes(chunk, encoding);
       if (declared !== undefined && body >= declared) probe.finishing();
       return (write as (...a: unknown[]) => boolean).call(this, chunk, encoding, cb);
     } as ServerResponse['write'];
@@ -98,12 +98,6 @@ class HttpInstrumentation extends EventEmitter implements HttpProbe {
     } as ServerResponse['end'];
     res.once('finish', () => probe.endUnit());
   }
-}
-
-function chunkLength(chunk: unknown, encoding: unknown): number {
-  if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
-  if (chunk instanceof Uint8Array) return chunk.byteLength;
-  return 0;
 }
 
 export function instrumentHttp(server: Server, opts: HttpInstrumentOptions = {}): HttpProbe {

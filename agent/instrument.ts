@@ -122,7 +122,7 @@ function bytesOf(method: string, args: unknown[]): number {
 }
 
 /** Bytes of a socket.write()/end() argument (a callback or nothing counts 0). */
-function appBytes(data: unknown, encoding: unknown): number {
+export function appBytes(data: unknown, encoding: unknown): number {
   if (typeof data === 'string') return Buffer.byteLength(data, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
   if (data instanceof Uint8Array) return data.byteLength;
   return 0;
