@@ -162,7 +162,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   });
   const degraded: string[] = [];
 
-  const stats: PollStats = { polls: 0, pollErrors: 0, dumpParseErrors: 0, dumpInterrupted: 0, socketsSeen: 0, lastOk: 0, lastError: undefined };
+  const stats: PollStats & { pollsMissed: number } = { polls: 0, pollErrors: 0, dumpParseErrors: 0, dumpInterrupted: 0, socketsSeen: 0, lastOk: 0, lastError: undefined, pollsMissed: 0 };
 
   // Destroy feed first, so a connection closing during the first poll is not missed.
   let feed: DestroyFeed | undefined;
@@ -192,6 +192,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     owners,
     (): SelfSnapshot => ({
       polls: stats.polls,
+      pollsMissed: stats.pollsMissed,
       pollErrors: stats.pollErrors,
       parseErrors: { dump: stats.dumpParseErrors, destroy: feed?.counters.parseErrors ?? 0 },
       dumpInterrupted: stats.dumpInterrupted,
@@ -291,15 +292,35 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   for (const d of degraded) logOnce(d, 'warn', d);
   warnUnneededRoot('watch');
 
+  // Phase-aligned: polls are due at loopStart + k·interval (slot k), so a
+  // slow poll never shifts the ones after it. A poll that ends past the next
+  // slot's start (or starts late because the event loop was busy) leaves that
+  // slot without a poll: counted in stats.pollsMissed, never made up for (a
+  // burst of catch-up polls would only add load when the agent is behind).
   let timer: NodeJS.Timeout | undefined;
   let stopping = false;
+  let slot = 0; // the slot of the poll that ran last (0: the first poll, above)
   const schedule = (): void => {
-    const next = intervalMs - ((performance.now() - loopStart) % intervalMs);
-    timer = setTimeout(tick, next);
+    const now = performance.now();
+    // At least the next slot: a timer firing a hair early never polls a slot twice.
+    const next = Math.max(slot + 1, Math.floor((now - loopStart) / intervalMs) + 1);
+    const skipped = next - slot - 1;
+    if (skipped > 0) {
+      stats.pollsMissed += skipped;
+      logOnce('polls-missed', 'warn', 'a poll was skipped: the previous poll or other work on the event loop ran past the interval; counted in tcp_chrono_agent_polls_missed_total', {
+        interval: o.interval,
+        connections: table.open.size,
+        lastPollSeconds: Math.round(now - pollStarted) / 1000,
+      });
+    }
+    slot = next;
+    timer = setTimeout(tick, loopStart + next * intervalMs - now);
   };
   const loopStart = performance.now();
+  let pollStarted = loopStart;
   const tick = (): void => {
     if (stopping) return;
+    pollStarted = performance.now();
     try {
       pollOnce();
     } catch (e) {

@@ -22,6 +22,11 @@ export interface SelfSnapshot {
   destroyedSockets: number;
   destroyFeedLost: number;
   ownerScans: number;
+  /**
+   * Poll slots skipped (watch's phase-aligned loop). Left out by loops that
+   * do not count them: the counter is then not exported at all.
+   */
+  pollsMissed?: number;
 }
 
 export interface MetricsOptions {
@@ -134,6 +139,7 @@ export class WatchMetrics {
   private readonly agg: Record<'busy' | 'rwnd' | 'sndbuf' | 'acked' | 'retrans' | 'open' | 'closed', SnapshotMetric<PortLabels>>;
   private readonly self: {
     polls: Counter;
+    pollsMissed: Counter | undefined;
     pollErrors: Counter;
     parseErrors: Counter;
     interrupted: Counter;
@@ -144,6 +150,7 @@ export class WatchMetrics {
     destroyed: Counter;
     feedLost: Counter;
     ownerScans: Counter;
+    memory: Gauge;
   };
 
   constructor(
@@ -172,6 +179,17 @@ export class WatchMetrics {
     };
     this.self = {
       polls: counter('tcp_chrono_agent_polls_total', 'sock_diag polls completed.'),
+      // Only where the loop counts them (watch); a loop that cannot would show a false 0.
+      pollsMissed:
+        selfSnapshot().pollsMissed !== undefined
+          ? counter(
+              'tcp_chrono_agent_polls_missed_total',
+              'Poll slots skipped. Polls are due at every multiple of the interval since the loop started; ' +
+                'a slot is skipped when no poll started in it because the previous poll, or other work on the ' +
+                'event loop (a scrape, an owner scan), ran past its start. Each one is a gap of one extra interval ' +
+                'between two polls; a poll that starts late but within its slot is not counted.',
+            )
+          : undefined,
       pollErrors: counter('tcp_chrono_agent_poll_errors_total', 'sock_diag polls that failed.'),
       parseErrors: counter('tcp_chrono_agent_parse_errors_total', 'Netlink messages that could not be decoded, by source (dump, destroy).', ['source']),
       interrupted: counter('tcp_chrono_agent_dump_interrupted_total', 'sock_diag dumps the kernel marked interrupted (NLM_F_DUMP_INTR: the socket tables changed mid-dump); each is retried, twice at most per family.'),
@@ -182,6 +200,11 @@ export class WatchMetrics {
       destroyed: counter('tcp_chrono_agent_destroyed_sockets_total', 'Destroyed-socket messages received from the kernel and kept by the filters.'),
       feedLost: counter('tcp_chrono_agent_destroy_feed_overruns_total', 'Times the destroy feed receive queue overflowed (messages lost).'),
       ownerScans: counter('tcp_chrono_agent_owner_scans_total', 'Scans of /proc for socket owners.'),
+      memory: gauge(
+        'tcp_chrono_agent_memory_bytes',
+        "The agent's memory at the scrape (process.memoryUsage()), by kind: rss (resident set), heap_used and heap_total (V8's JavaScript heap), external (memory outside the heap held by JavaScript objects, array_buffers included), array_buffers.",
+        ['kind'],
+      ),
     };
     this.pollDuration = new Histogram({
       name: 'tcp_chrono_agent_poll_duration_seconds',
@@ -300,8 +323,9 @@ export class WatchMetrics {
     for (const [port, n] of this.table.openCounts()) agg.open.add({ port }, n);
 
     const s = this.selfSnapshot();
-    for (const m of Object.values(self)) m.reset();
+    for (const m of Object.values(self)) m?.reset();
     self.polls.inc(s.polls);
+    self.pollsMissed?.inc(s.pollsMissed ?? 0);
     self.pollErrors.inc(s.pollErrors);
     self.parseErrors.inc({ source: 'dump' }, s.parseErrors.dump);
     self.parseErrors.inc({ source: 'destroy' }, s.parseErrors.destroy);
@@ -313,6 +337,12 @@ export class WatchMetrics {
     self.destroyed.inc(s.destroyedSockets);
     self.feedLost.inc(s.destroyFeedLost);
     self.ownerScans.inc(s.ownerScans);
+    const mem = process.memoryUsage();
+    self.memory.set({ kind: 'rss' }, mem.rss);
+    self.memory.set({ kind: 'heap_used' }, mem.heapUsed);
+    self.memory.set({ kind: 'heap_total' }, mem.heapTotal);
+    self.memory.set({ kind: 'external' }, mem.external);
+    self.memory.set({ kind: 'array_buffers' }, mem.arrayBuffers);
   }
 }
 
