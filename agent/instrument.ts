@@ -81,6 +81,7 @@ export interface Probe extends EventEmitter {
 }
 
 const SOL_SOCKET = 1;
+const SO_SNDBUF = 7;
 const SO_RCVBUF = 8;
 /** An upper bound of one record's truesize (skb with OPT_STATS), bytes. */
 const RECORD_TRUESIZE_BOUND = 1536;
@@ -263,11 +264,13 @@ class SocketProbe extends EventEmitter implements Probe {
   }
 
   // The chronographs now, for a chunk's start (read on every tracked chunk:
-  // only the fields a snapshot needs are decoded).
+  // only the fields a snapshot needs are decoded), and the send buffer's size
+  // (one getsockopt) for the sndbuf-bound inference (classify.ts).
   private readonly snapshotNow = (): ChronoSnapshot => {
     if (!this.closed) {
       try {
-        const c = readTcpChrono(native().tcpInfo(this.fd));
+        const n = native();
+        const c = readTcpChrono(n.tcpInfo(this.fd));
         this.lastSnap = {
           busy: c.busyTime,
           rwndLimited: c.rwndLimited,
@@ -276,6 +279,8 @@ class SocketProbe extends EventEmitter implements Probe {
           deliveryRate: c.deliveryRate,
           cwnd: c.sndCwnd,
           srtt: c.rtt,
+          mss: c.sndMss,
+          sndbuf: n.getSockoptInt(this.fd, SOL_SOCKET, SO_SNDBUF),
         };
       } catch {
         /* closed under us, or unparsable: keep the last good figures */

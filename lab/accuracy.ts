@@ -142,7 +142,7 @@ async function runClient(lab: DelayLab, scn: Scenario, port: number, limitS: num
 const planSeconds = (scn: Scenario): number => 20 + scn.plan.reduce((a, s) => a + (s.thinkSeconds ?? 0) + (s.stallSeconds ?? 0) + ((s.pieces ?? 1) * (s.gapMs ?? 0)) / 1000 + s.bytes / 1e6, 0);
 
 const sharesText = (c: ChunkRecord): string =>
-  `rwnd ${c.shares.rwnd.toFixed(2)} sndbuf ${c.shares.sndbuf.toFixed(2)} network ${c.shares.network.toFixed(2)} app ${c.shares.app.toFixed(2)}, ${(c.deliveryTime * 1000).toFixed(0)} ms`;
+  `rwnd ${c.shares.rwnd.toFixed(2)} sndbuf ${c.shares.sndbuf.toFixed(2)} network ${c.shares.network.toFixed(2)} app ${c.shares.app.toFixed(2)}${c.sndbufBound ? ` (sndbuf ${c.sndbufLimited.toFixed(3)} s + ${c.sndbufBound.toFixed(3)} s bound)` : ''}, ${(c.deliveryTime * 1000).toFixed(0)} ms`;
 
 /** Scores chunk records whose k-th (by offset) is the k-th segment. */
 function scoreChunks(source: Source, scn: Scenario, records: ChunkRecord[], out: RunResult, client: ClientOutput): void {
@@ -177,6 +177,8 @@ interface WatchInterval {
   busy: number;
   rwnd: number;
   sndbuf: number;
+  /** Inferred sndbuf-limited seconds (agent/model/classify.ts, sendBufferBound). */
+  sndbufBound?: number;
 }
 
 function scoreIntervals(scn: Scenario, intervals: WatchInterval[], client: ClientOutput, oneWay: number, out: RunResult): void {
@@ -185,7 +187,7 @@ function scoreIntervals(scn: Scenario, intervals: WatchInterval[], client: Clien
     const item = `interval ending +${(iv.end - client.connected).toFixed(1)} s`;
     const t = intervalTruth(spans, iv.end, iv.seconds);
     const verdict = intervalVerdict(iv);
-    const figs = `busy ${iv.busy.toFixed(3)} rwnd ${iv.rwnd.toFixed(3)} sndbuf ${iv.sndbuf.toFixed(3)} of ${iv.seconds.toFixed(3)} s`;
+    const figs = `busy ${iv.busy.toFixed(3)} rwnd ${iv.rwnd.toFixed(3)} sndbuf ${iv.sndbuf.toFixed(3)}${iv.sndbufBound ? ` (+${iv.sndbufBound.toFixed(3)} bound)` : ''} of ${iv.seconds.toFixed(3)} s`;
     if ('excluded' in t) {
       out.excluded.push({ source: 'watch', scenario: scn.name, item, reason: t.excluded });
       out.detail.push(`watch ${item}: not scored (${t.excluded}); verdict ${verdict}; ${figs}`);
@@ -239,7 +241,7 @@ async function runProxy(scn: Scenario, out: RunResult): Promise<void> {
     const seg = serveSegments(listener, { instrument: false });
     const proxyPort = seg.port === 8080 ? 8081 : 8080;
     const proxy = lab.spawn('server', [
-      'node', CLI, 'proxy',
+      'node', CLI, 'proxy', '--allow-root',
       '--listen', `${lab.server.address}:${proxyPort}`,
       '--upstream', `${lab.server.address}:${seg.port}`,
       '--events', events, '--diag', 'off', '--metrics-listen', '127.0.0.1:9466', '--stall-after', '30s',

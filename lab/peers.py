@@ -146,7 +146,8 @@ def poll(a) -> None:
             seen[c["id"]] = last
             t = datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
             emit({"remote": c["remote"], "end": t, "seconds": li["seconds"], "busy": li["busySeconds"],
-                  "rwnd": li["rwndLimitedSeconds"], "sndbuf": li["sndbufLimitedSeconds"], "acked": li["bytesAcked"]})
+                  "rwnd": li["rwndLimitedSeconds"], "sndbuf": li["sndbufLimitedSeconds"],
+                  "sndbufBound": li.get("sndbufBoundSeconds", 0), "acked": li["bytesAcked"]})
         time.sleep(a.every)
 
 

@@ -134,8 +134,8 @@ export function summarize(source: string, scored: Scored[], excluded: Excluded[]
 }
 
 /** The agent's own rule for a watch interval (the same classify() the chunk records use). */
-export function intervalVerdict(i: { seconds: number; busy: number; rwnd: number; sndbuf: number }): Limit {
-  return classify({ span: i.seconds, busy: i.busy, rwndLimited: i.rwnd, sndbufLimited: i.sndbuf });
+export function intervalVerdict(i: { seconds: number; busy: number; rwnd: number; sndbuf: number; sndbufBound?: number }): Limit {
+  return classify({ span: i.seconds, busy: i.busy, rwndLimited: i.rwnd, sndbufLimited: i.sndbuf, sndbufBound: i.sndbufBound ?? 0 });
 }
 
 const pct = (x: number): string => (Number.isNaN(x) ? '—' : `${(100 * x).toFixed(1)} %`);

@@ -7,7 +7,7 @@
 // chunk's last byte: TCP delivers in order, so that byte left (SCHED/SND) or
 // was acked (ACK) no later than the record says. `exact` tells whether the
 // record was keyed at the chunk's own last byte.
-import { classify, shares, type ClassifyOptions, type Limit, type Shares } from './classify.js';
+import { boundSeconds, classify, shares, type ChronoDelta, type ClassifyOptions, type Limit, type Shares } from './classify.js';
 import type { TxRecord } from '../parse/errqueue.js';
 
 /** Cumulative chronograph figures at one instant (from tcp_info or OPT_STATS). */
@@ -20,6 +20,9 @@ export interface ChronoSnapshot {
   cwnd?: number; // segments
   srtt?: number; // seconds
   minRtt?: number;
+  /** sk_sndbuf and the sending MSS, bytes: the evidence for classify()'s sndbufBound (instrument() reads them at a chunk's start). */
+  sndbuf?: number;
+  mss?: number;
 }
 
 export interface ChunkRecord {
@@ -47,6 +50,12 @@ export interface ChunkRecord {
   busy: number;
   rwndLimited: number;
   sndbufLimited: number;
+  /**
+   * Busy seconds the kernel left unnamed while the send buffer was smaller
+   * than one congestion window and this chunk overflowed it: counted
+   * sndbuf-limited by the verdict and shares (classify.ts, sendBufferBound).
+   */
+  sndbufBound?: number;
   appLimited: number;
   retransmits: number;
   deliveryRate?: number;
@@ -319,7 +328,13 @@ export class ChunkTracker {
     const busy = nonNeg(end.busy - c.start.busy);
     const rwndLimited = nonNeg(end.rwndLimited - c.start.rwndLimited);
     const sndbufLimited = nonNeg(end.sndbufLimited - c.start.sndbufLimited);
-    const delta = { span, busy, rwndLimited, sndbufLimited };
+    const delta: ChronoDelta = { span, busy, rwndLimited, sndbufLimited };
+    // The buffer the chunk was written into, against the window of that
+    // moment; a chunk larger than the buffer made its writer wait for space.
+    const s0 = c.start;
+    if (s0.sndbuf !== undefined && s0.cwnd !== undefined && s0.mss !== undefined) {
+      delta.sndbufBound = boundSeconds(busy, rwndLimited, sndbufLimited, { sndbuf: s0.sndbuf, cwnd: s0.cwnd, mss: s0.mss, full: c.bytes > s0.sndbuf });
+    }
     const exact = !stalled && c.ack !== undefined && c.ack.key === c.offset + c.bytes - 1;
     const rec: ChunkRecord = {
       id: c.id,
@@ -335,6 +350,7 @@ export class ChunkTracker {
       busy,
       rwndLimited,
       sndbufLimited,
+      ...(delta.sndbufBound !== undefined && delta.sndbufBound > 0 && { sndbufBound: delta.sndbufBound }),
       appLimited: nonNeg(span - Math.min(busy, span)),
       retransmits: nonNeg(end.totalRetrans - c.start.totalRetrans),
       ...(end.deliveryRate !== undefined && { deliveryRate: end.deliveryRate }),

@@ -21,6 +21,15 @@
 //     healthy reader behind a network bottleneck stays under 10 %. A third
 //     separates the two with room on both sides; sndbuf-limited time is held
 //     back the same way by cwnd-limited periods (tcp_cwnd_validate()).
+//  4. Busy time the kernel left unnamed counts as sndbuf-limited when the
+//     send buffer was *bound* over the span (sendBufferBound: smaller than one
+//     congestion window, and full). Why: the kernel starts the sndbuf
+//     chronograph only when the write queue has just emptied and the socket is
+//     not cwnd-limited. Under BBR a capped buffer caps the delivery rate, BBR
+//     paces at that rate, and the paced data waiting in the write queue keeps
+//     the chronograph off: a 32 KiB buffer behind a 20 Mbit/s, 40 ms path
+//     measured 0.1-0.4 of busy sndbuf-limited from run to run while the
+//     buffer, not the path, set the rate (8 Mbit/s; lab/ `mixed-sndbuf`).
 export type Limit = 'rwnd' | 'sndbuf' | 'network' | 'app' | 'unknown';
 
 export const LIMITS: readonly Limit[] = ['rwnd', 'sndbuf', 'network', 'app', 'unknown'];
@@ -32,6 +41,35 @@ export interface ChronoDelta {
   busy: number;
   rwndLimited: number;
   sndbufLimited: number;
+  /**
+   * Busy seconds, not counted rwnd- or sndbuf-limited by the kernel, during
+   * which the send buffer was bound (sendBufferBound): sndbuf-limited in fact.
+   * Inferred by the agent, never part of the kernel's sndbufLimited.
+   */
+  sndbufBound?: number;
+}
+
+/** What the agent knows of a socket's send buffer at one instant. */
+export interface SendBuffer {
+  /** sk_sndbuf, bytes (SO_SNDBUF; SK_MEMINFO_SNDBUF). */
+  sndbuf: number;
+  /** Congestion window, segments, and the sending MSS, bytes. */
+  cwnd: number;
+  mss: number;
+  /** The buffer was full: the application had more to write than it could hold. */
+  full: boolean;
+}
+
+/**
+ * The send buffer, not the congestion window, bounds what is in flight: it
+ * cannot hold one window of data, and the application filled it. Autotuning
+ * keeps an unlocked buffer at 2-3 windows (tcp_sndbuf_expand(), counting
+ * per-packet overhead), so only SO_SNDBUF or net.ipv4.tcp_wmem[2] hold one
+ * below a window; measured in the lab: 32 KiB against a 100-segment window
+ * (0.22 of one) when capped, 1.4 MiB against 146 segments (7 windows) when not.
+ */
+export function sendBufferBound(b: SendBuffer): boolean {
+  return b.full && b.sndbuf > 0 && b.cwnd > 0 && b.mss > 0 && b.sndbuf < b.cwnd * b.mss;
 }
 
 export interface Shares {
@@ -58,7 +96,7 @@ export function shares(d: ChronoDelta): Shares {
   // Jiffy rounding can make busy exceed the span by a tick: cap it.
   const busy = Math.min(Math.max(d.busy, 0), d.span);
   const rwnd = Math.min(Math.max(d.rwndLimited, 0), busy);
-  const sndbuf = Math.min(Math.max(d.sndbufLimited, 0), busy - rwnd);
+  const sndbuf = Math.min(Math.max(d.sndbufLimited, 0) + Math.max(d.sndbufBound ?? 0, 0), busy - rwnd);
   return {
     rwnd: clamp01(rwnd / d.span),
     sndbuf: clamp01(sndbuf / d.span),
@@ -70,11 +108,14 @@ export function shares(d: ChronoDelta): Shares {
 /** Share of busy time the kernel must name a limit for before it is the verdict. */
 export const NAMED_LIMIT_SHARE = 1 / 3;
 
-/** The cause of busy time: rwnd or sndbuf when named for a third of it or more, else network. */
-export function busyLimit(busy: number, rwndLimited: number, sndbufLimited: number): 'rwnd' | 'sndbuf' | 'network' {
+/**
+ * The cause of busy time: rwnd or sndbuf when named for a third of it or more,
+ * else network. `sndbufBound`: inferred sndbuf-limited seconds (ChronoDelta).
+ */
+export function busyLimit(busy: number, rwndLimited: number, sndbufLimited: number, sndbufBound = 0): 'rwnd' | 'sndbuf' | 'network' {
   if (!(busy > 0)) return 'network';
   const rwnd = rwndLimited / busy;
-  const sndbuf = sndbufLimited / busy;
+  const sndbuf = (sndbufLimited + Math.max(sndbufBound, 0)) / busy;
   if (rwnd < NAMED_LIMIT_SHARE && sndbuf < NAMED_LIMIT_SHARE) return 'network';
   return rwnd >= sndbuf ? 'rwnd' : 'sndbuf';
 }
@@ -85,5 +126,15 @@ export function classify(d: ChronoDelta, opts: ClassifyOptions = {}): Limit {
   if (!(d.span >= minSpan)) return 'unknown';
   const busy = Math.min(Math.max(d.busy, 0), d.span);
   if (d.span - busy > busy) return 'app';
-  return busyLimit(busy, d.rwndLimited, d.sndbufLimited);
+  return busyLimit(busy, d.rwndLimited, d.sndbufLimited, d.sndbufBound);
+}
+
+/**
+ * The busy seconds of a span that sendBufferBound() moves to sndbuf: what the
+ * kernel named neither rwnd- nor sndbuf-limited, when the buffer was bound.
+ */
+export function boundSeconds(busy: number, rwndLimited: number, sndbufLimited: number, buffer: SendBuffer | undefined): number {
+  if (buffer === undefined || !sendBufferBound(buffer)) return 0;
+  const rest = busy - Math.max(rwndLimited, 0) - Math.max(sndbufLimited, 0);
+  return rest > 0 ? rest : 0;
 }

@@ -9,6 +9,7 @@
 // remainder (tombstones), and a connection born and gone between two polls
 // is counted whole from its destroy message.
 import { TCP_CLOSE, formatEndpoint, stateName, type InetDiagSocket, type TcpChrono } from '../parse/inet_diag.js';
+import { sendBufferBound } from './classify.js';
 import type { Owner } from './owners.js';
 
 /** Cumulative figures of one connection, in base units. */
@@ -24,6 +25,8 @@ export interface Figures {
 export interface Aggregate extends Figures {
   /** Connections of this port that have closed (destroyed or gone from the dump). */
   closed: number;
+  /** Inferred sndbuf-limited seconds (Connection.sndbufBound). */
+  sndbufBound: number;
 }
 
 export type CloseHow = 'destroyed' | 'vanished';
@@ -57,8 +60,18 @@ export interface Connection extends Figures {
   cwnd: number;
   notsentBytes: number;
   appLimited: boolean;
+  /** sk_sndbuf at the last busy observation (0: not seen), and whether the buffer was bound then. */
+  sndbuf: number;
+  bufferBound: boolean;
+  /**
+   * Busy seconds the kernel named neither rwnd- nor sndbuf-limited in poll
+   * intervals that began or ended with the send buffer bound (classify.ts,
+   * sendBufferBound: smaller than one congestion window, and at least half
+   * full). Inferred; the kernel's sndbufLimited is untouched.
+   */
+  sndbufBound: number;
   /** Growth between the last two observations (`seconds` of wall time apart). */
-  delta: Figures & { seconds: number };
+  delta: Figures & { seconds: number; sndbufBound: number };
   /** Exponentially decayed stall (rwnd + sndbuf) and bytes: what the cardinality cap ranks by. */
   recentStall: number;
   recentBytes: number;
@@ -246,7 +259,7 @@ export class ConnectionTable {
   private aggregate(port: string): Aggregate {
     let a = this.aggregates.get(port);
     if (a === undefined) {
-      a = { busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, closed: 0 };
+      a = { busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, closed: 0, sndbufBound: 0 };
       this.aggregates.set(port, a);
     }
     return a;
@@ -285,7 +298,10 @@ export class ConnectionTable {
       cwnd: 0,
       notsentBytes: 0,
       appLimited: false,
-      delta: { busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, seconds: 0 },
+      sndbuf: 0,
+      bufferBound: false,
+      sndbufBound: 0,
+      delta: { busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, seconds: 0, sndbufBound: 0 },
       recentStall: 0,
       recentBytes: 0,
       owner: undefined,
@@ -311,7 +327,10 @@ export class ConnectionTable {
     d.sndbufLimited = sndbuf > 0 ? sndbuf : 0;
     d.bytesAcked = acked > 0 ? acked : 0;
     d.bytesRetrans = retrans > 0 ? retrans : 0;
+    d.sndbufBound = this.bound(c, s, ch, d);
     const a = c.agg;
+    a.sndbufBound += d.sndbufBound;
+    c.sndbufBound += d.sndbufBound;
     a.busy += d.busy;
     a.rwndLimited += d.rwndLimited;
     a.sndbufLimited += d.sndbufLimited;
@@ -337,6 +356,25 @@ export class ConnectionTable {
     c.cwnd = ch.sndCwnd;
     c.notsentBytes = ch.notsentBytes;
     c.appLimited = ch.appLimited;
+  }
+
+  /**
+   * The interval's busy time counted sndbuf-limited by inference: all the
+   * time the kernel left unnamed, when the buffer was bound at either end of
+   * the interval (a snapshot in the gap between two writes finds it empty;
+   * an interval across a change of SO_SNDBUF is mostly one or the other).
+   * skmem is decoded only for connections with unnamed busy time (idle ones,
+   * most of a big table, cost nothing).
+   */
+  private bound(c: Connection, s: InetDiagSocket, ch: TcpChrono, d: Figures): number {
+    const before = c.bufferBound;
+    c.bufferBound = false;
+    const rest = d.busy - d.rwndLimited - d.sndbufLimited;
+    const m = rest > 0 ? s.skmem : undefined;
+    if (m === undefined) return 0;
+    c.sndbuf = m.sndbuf;
+    c.bufferBound = sendBufferBound({ sndbuf: m.sndbuf, cwnd: ch.sndCwnd, mss: ch.sndMss, full: m.wmemQueued >= m.sndbuf / 2 });
+    return c.bufferBound || before ? rest : 0;
   }
 
   private close(c: Connection, now: number, how: CloseHow): void {
@@ -433,6 +471,8 @@ export function connectionJson(c: Connection): Record<string, unknown> {
     stallSeconds: c.rwndLimited + c.sndbufLimited,
     rwndShare: rwndShare(c),
     sndbufShare: c.busy > 0 ? c.sndbufLimited / c.busy : 0,
+    sndbufBoundSeconds: c.sndbufBound,
+    sndbufBytes: c.sndbuf,
     bytesAcked: c.bytesAcked,
     bytesRetrans: c.bytesRetrans,
     bytesSent: c.bytesSent,
@@ -449,6 +489,7 @@ export function connectionJson(c: Connection): Record<string, unknown> {
       busySeconds: c.delta.busy,
       rwndLimitedSeconds: c.delta.rwndLimited,
       sndbufLimitedSeconds: c.delta.sndbufLimited,
+      sndbufBoundSeconds: c.delta.sndbufBound,
       bytesAcked: c.delta.bytesAcked,
     },
   };

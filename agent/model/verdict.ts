@@ -27,7 +27,9 @@ export interface ConnSample {
   peerRwnd: number | null;
   bytesAcked: number;
   /** Growth since the previous observation, over `seconds` (0 on a first observation). */
-  delta: { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number; bytesAcked: number; bytesRetrans: number };
+  delta: { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number; sndbufBound: number; bytesAcked: number; bytesRetrans: number };
+  /** sk_sndbuf at the last busy observation, bytes (0: unknown). */
+  sndbuf: number;
   closed: boolean;
 }
 
@@ -45,6 +47,7 @@ export function sampleOfConnection(c: Connection): ConnSample {
     peerRwnd: c.peerRwnd ?? null,
     bytesAcked: c.bytesAcked,
     delta: { ...c.delta },
+    sndbuf: c.sndbuf,
     closed: c.closed !== undefined,
   };
 }
@@ -70,9 +73,11 @@ export function sampleOfApi(j: Record<string, unknown>): ConnSample {
       busy: num(li.busySeconds),
       rwndLimited: num(li.rwndLimitedSeconds),
       sndbufLimited: num(li.sndbufLimitedSeconds),
+      sndbufBound: num(li.sndbufBoundSeconds),
       bytesAcked: num(li.bytesAcked),
       bytesRetrans: 0,
     },
+    sndbuf: num(j.sndbufBytes),
     closed: j.closed !== null && j.closed !== undefined,
   };
 }
@@ -84,6 +89,8 @@ export interface WindowFigures {
   busy: number;
   rwndLimited: number;
   sndbufLimited: number;
+  /** Inferred sndbuf-limited seconds (classify.ts, sendBufferBound). */
+  sndbufBound: number;
   bytesAcked: number;
   bytesRetrans: number;
   /** Seconds of polls that ended with the peer advertising a zero window. */
@@ -95,15 +102,17 @@ export interface ConnWindow extends WindowFigures {
   minPeerRwnd: number | null;
 }
 
-const zero = (): WindowFigures => ({ seconds: 0, busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, zeroWindowSeconds: 0 });
+const zero = (): WindowFigures => ({ seconds: 0, busy: 0, rwndLimited: 0, sndbufLimited: 0, sndbufBound: 0, bytesAcked: 0, bytesRetrans: 0, zeroWindowSeconds: 0 });
+
+type Span = { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number; sndbufBound?: number };
 
 /** Shares of a window (or of one interval), as the classifier defines them. */
-export function windowShares(f: { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number }): Shares {
-  return shares({ span: f.seconds, busy: f.busy, rwndLimited: f.rwndLimited, sndbufLimited: f.sndbufLimited });
+export function windowShares(f: Span): Shares {
+  return shares({ span: f.seconds, busy: f.busy, rwndLimited: f.rwndLimited, sndbufLimited: f.sndbufLimited, sndbufBound: f.sndbufBound ?? 0 });
 }
 
-export function windowLimit(f: { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number }): Limit {
-  return classify({ span: f.seconds, busy: f.busy, rwndLimited: f.rwndLimited, sndbufLimited: f.sndbufLimited });
+export function windowLimit(f: Span): Limit {
+  return classify({ span: f.seconds, busy: f.busy, rwndLimited: f.rwndLimited, sndbufLimited: f.sndbufLimited, sndbufBound: f.sndbufBound ?? 0 });
 }
 
 /** Accumulates per-connection windows from successive observations. */
@@ -129,6 +138,7 @@ export class WindowTracker {
     w.busy += d.busy;
     w.rwndLimited += d.rwndLimited;
     w.sndbufLimited += d.sndbufLimited;
+    w.sndbufBound += d.sndbufBound;
     w.bytesAcked += d.bytesAcked;
     w.bytesRetrans += d.bytesRetrans;
     if (s.peerRwnd === 0) w.zeroWindowSeconds += d.seconds;
@@ -162,6 +172,7 @@ export class WindowTracker {
       p.busy += w.busy;
       p.rwndLimited += w.rwndLimited;
       p.sndbufLimited += w.sndbufLimited;
+      p.sndbufBound += w.sndbufBound;
       p.bytesAcked += w.bytesAcked;
       p.bytesRetrans += w.bytesRetrans;
       p.zeroWindowSeconds += w.zeroWindowSeconds;
@@ -209,9 +220,9 @@ export function limitSeconds(f: WindowFigures, limit: Limit): number {
     case 'rwnd':
       return f.rwndLimited;
     case 'sndbuf':
-      return f.sndbufLimited;
+      return f.sndbufLimited + f.sndbufBound;
     case 'network':
-      return Math.max(0, f.busy - f.rwndLimited - f.sndbufLimited);
+      return Math.max(0, f.busy - f.rwndLimited - f.sndbufLimited - f.sndbufBound);
     case 'app':
       return Math.max(0, f.seconds - f.busy);
     default:
@@ -240,8 +251,12 @@ export function evidence(w: ConnWindow, limit: Limit): string {
       else if (w.minPeerRwnd !== null) parts.push(`peer window down to ${bytesText(w.minPeerRwnd)}`);
       return parts.join(', ');
     }
-    case 'sndbuf':
-      return `send buffer full ${secs(w.sndbufLimited)} of ${secs(w.seconds)}, RTT ${(w.last.rtt * 1000).toFixed(1)} ms`;
+    case 'sndbuf': {
+      const rtt = `RTT ${(w.last.rtt * 1000).toFixed(1)} ms`;
+      if (w.sndbufBound <= w.sndbufLimited) return `send buffer full ${secs(w.sndbufLimited)} of ${secs(w.seconds)}, ${rtt}`;
+      const size = w.last.sndbuf > 0 ? ` (${bytesText(w.last.sndbuf)})` : '';
+      return `send buffer${size} smaller than the congestion window and full for ${secs(w.sndbufLimited + w.sndbufBound)} of ${secs(w.seconds)}, ${rtt}`;
+    }
     case 'network':
       return `busy ${secs(w.busy)} of ${secs(w.seconds)} at ${rateText(w.last.deliveryRate)}, RTT ${(w.last.rtt * 1000).toFixed(1)} ms${w.bytesRetrans > 0 ? `, ${bytesText(w.bytesRetrans)} retransmitted` : ''}`;
     case 'app':
@@ -277,6 +292,7 @@ export interface ConnVerdict {
   busySeconds: number;
   rwndLimitedSeconds: number;
   sndbufLimitedSeconds: number;
+  sndbufBoundSeconds: number;
   zeroWindowSeconds: number;
   minPeerRwndBytes: number | null;
   bytesAcked: number;
@@ -298,6 +314,7 @@ export interface PortVerdict {
   busySeconds: number;
   rwndLimitedSeconds: number;
   sndbufLimitedSeconds: number;
+  sndbufBoundSeconds: number;
   zeroWindowSeconds: number;
   bytesAcked: number;
   bytesRetrans: number;
@@ -326,6 +343,7 @@ function connVerdict(w: ConnWindow): ConnVerdict {
     busySeconds: w.busy,
     rwndLimitedSeconds: w.rwndLimited,
     sndbufLimitedSeconds: w.sndbufLimited,
+    sndbufBoundSeconds: w.sndbufBound,
     zeroWindowSeconds: w.zeroWindowSeconds,
     minPeerRwndBytes: w.minPeerRwnd,
     bytesAcked: w.bytesAcked,
@@ -339,7 +357,8 @@ function connVerdict(w: ConnWindow): ConnVerdict {
 
 /** How bad a connection is, for ranking: stalled time first, then network-limited time. */
 function badness(w: WindowFigures): number {
-  return w.rwndLimited + w.sndbufLimited + 0.5 * Math.max(0, w.busy - w.rwndLimited - w.sndbufLimited);
+  const stalled = w.rwndLimited + w.sndbufLimited + w.sndbufBound;
+  return stalled + 0.5 * Math.max(0, w.busy - stalled);
 }
 
 /**
@@ -352,7 +371,7 @@ function badness(w: WindowFigures): number {
 export function portLimit(f: WindowFigures): Limit {
   if (!(f.busy >= 0.016)) return f.seconds > 0 && f.busy === 0 ? 'app' : 'unknown';
   if (f.busy < 0.1 * f.seconds) return 'app';
-  return busyLimit(f.busy, f.rwndLimited, f.sndbufLimited);
+  return busyLimit(f.busy, f.rwndLimited, f.sndbufLimited, f.sndbufBound);
 }
 
 export function buildReport(t: WindowTracker, worstPerPort = 3): Report {
@@ -382,6 +401,7 @@ export function buildReport(t: WindowTracker, worstPerPort = 3): Report {
       busySeconds: f.busy,
       rwndLimitedSeconds: f.rwndLimited,
       sndbufLimitedSeconds: f.sndbufLimited,
+      sndbufBoundSeconds: f.sndbufBound,
       zeroWindowSeconds: f.zeroWindowSeconds,
       bytesAcked: f.bytesAcked,
       bytesRetrans: f.bytesRetrans,
@@ -390,8 +410,8 @@ export function buildReport(t: WindowTracker, worstPerPort = 3): Report {
     });
   }
   // Ports where time was lost to the client or the path come first.
-  ports.sort((a, b) => badness({ ...zero(), seconds: b.seconds, busy: b.busySeconds, rwndLimited: b.rwndLimitedSeconds, sndbufLimited: b.sndbufLimitedSeconds }) -
-    badness({ ...zero(), seconds: a.seconds, busy: a.busySeconds, rwndLimited: a.rwndLimitedSeconds, sndbufLimited: a.sndbufLimitedSeconds }));
+  const fig = (p: PortVerdict): WindowFigures => ({ ...zero(), seconds: p.seconds, busy: p.busySeconds, rwndLimited: p.rwndLimitedSeconds, sndbufLimited: p.sndbufLimitedSeconds, sndbufBound: p.sndbufBoundSeconds });
+  ports.sort((a, b) => badness(fig(b)) - badness(fig(a)));
   return {
     window: {
       seconds: t.started !== undefined && t.ended !== undefined ? (t.ended - t.started) / 1000 : 0,

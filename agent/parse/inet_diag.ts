@@ -142,6 +142,8 @@ export interface TcpChrono {
   /** Smoothed RTT, seconds. */
   rtt: number;
   sndCwnd: number;
+  /** Sending MSS, bytes. */
+  sndMss: number;
   /** Segments retransmitted over the connection's life. */
   totalRetrans: number;
   notsentBytes: number;
@@ -182,6 +184,7 @@ function chronoAt({ b, w }: Words, s: number, e: number): TcpChrono {
   return {
     state: b[s]!,
     appLimited: (b[s + 7]! & 1) !== 0,
+    sndMss: w[j + 4]!, // 16
     rtt: w[j + 17]! / 1e6, // 68
     sndCwnd: w[j + 20]!, // 80
     totalRetrans: w[j + 25]!, // 100

@@ -18,7 +18,8 @@ function sample(id: string, t: number, d: Partial<ConnSample['delta']>, more: Pa
     rtt: 0.02,
     peerRwnd: 65536,
     bytesAcked: 0,
-    delta: { seconds: 0, busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, ...d },
+    delta: { seconds: 0, busy: 0, rwndLimited: 0, sndbufLimited: 0, sndbufBound: 0, bytesAcked: 0, bytesRetrans: 0, ...d },
+    sndbuf: 0,
     closed: false,
     ...more,
   };
@@ -77,11 +78,32 @@ describe('WindowTracker and the report', () => {
   });
 
   it('has a sentence per cause', () => {
-    const f = { seconds: 10, busy: 8, rwndLimited: 0, sndbufLimited: 6, bytesAcked: 0, bytesRetrans: 0, zeroWindowSeconds: 0 };
+    const f = { seconds: 10, busy: 8, rwndLimited: 0, sndbufLimited: 6, sndbufBound: 0, bytesAcked: 0, bytesRetrans: 0, zeroWindowSeconds: 0 };
     expect(headline('443', f, 'sndbuf')).toBe("75 % of sending time on :443 was limited by the server's send buffer");
     expect(headline('443', { ...f, sndbufLimited: 0 }, 'network')).toMatch(/^100 % of sending time on :443 was limited by the network/);
     expect(headline('ephemeral', { ...f, busy: 1, sndbufLimited: 0 }, 'app')).toBe('outbound connections were idle 90 % of the time');
     expect(headline('443', f, 'unknown')).toMatch(/too little data/);
+  });
+
+  it('names a send buffer smaller than the congestion window, from inferred sndbuf-bound time', () => {
+    const t = new WindowTracker();
+    const more = { sndbuf: 32768, rtt: 0.04 };
+    t.observeAll([sample('9', 0, {}, more)], 0);
+    // BBR paces behind a capped buffer: the kernel names 0.2 s of each busy second.
+    for (let i = 1; i <= 5; i++) t.observeAll([sample('9', i * 1000, { seconds: 1, busy: 1, sndbufLimited: 0.2, sndbufBound: 0.8, bytesAcked: 1e6 }, more)], i * 1000);
+    const r = buildReport(t);
+    expect(r.ports[0]!.limit).toBe('sndbuf');
+    expect(r.ports[0]!.limitShareOfSending).toBeCloseTo(1);
+    const c = r.connections[0]!;
+    expect(c.limit).toBe('sndbuf');
+    expect(c.sndbufLimitedSeconds).toBeCloseTo(1);
+    expect(c.sndbufBoundSeconds).toBeCloseTo(4);
+    expect(c.evidence).toBe('send buffer (32.0 KiB) smaller than the congestion window and full for 5.0 s of 5.0 s, RTT 40.0 ms');
+    // Without the inference the same window reads as the network.
+    const plain = new WindowTracker();
+    plain.observeAll([sample('9', 0, {}, more)], 0);
+    for (let i = 1; i <= 5; i++) plain.observeAll([sample('9', i * 1000, { seconds: 1, busy: 1, sndbufLimited: 0.2, bytesAcked: 1e6 }, more)], i * 1000);
+    expect(buildReport(plain).connections[0]!.limit).toBe('network');
   });
 
   it('reads /api/connections JSON back into samples', () => {

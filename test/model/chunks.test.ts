@@ -135,4 +135,26 @@ describe('ChunkTracker', () => {
     expect(stalls).toHaveLength(1);
     expect(stalls[0]!.bytes).toBe(20);
   });
+
+  it('a chunk larger than a send buffer smaller than the window is sndbuf-limited even where the kernel says little', () => {
+    const { t, chunks } = setup();
+    // Start snapshots as instrument() takes them: cwnd, MSS and sk_sndbuf.
+    const start = (busy: number, sndbuf: number, cwnd: number): ChronoSnapshot => ({ ...snap(busy, 0, 0.1 * (busy - 1)), cwnd, mss: 1448, sndbuf });
+    t.write(512 * 1024, 100, true, () => start(1, 32768, 100)); // capped buffer, big window
+    t.write(512 * 1024, 101, true, () => start(2, 4 << 20, 100)); // buffer raised
+    t.write(16 * 1024, 102, true, () => start(3, 32768, 100)); // fits the buffer: never waited
+    t.write(512 * 1024, 103, true, () => start(4, 65536, 10)); // slow start: the window fits the buffer
+    // Each took 0.45 s, all busy, the kernel counted 0.1 s sndbuf-limited.
+    const ends = [1.45, 2.45, 3.45, 4.45];
+    let off = 0;
+    const sizes = [512 * 1024, 512 * 1024, 16 * 1024, 512 * 1024];
+    sizes.forEach((n, i) => {
+      off += n;
+      t.onRecords([rec('ack', off - 1, 100 + i + 0.45, stats(ends[i]!, 0, 0.1 * (i + 1)))], () => snap(9));
+    });
+    expect(chunks.map((c) => c.limit)).toEqual(['sndbuf', 'network', 'network', 'network']);
+    expect(chunks[0]!.sndbufLimited).toBeCloseTo(0.1);
+    expect(chunks[0]!.sndbufBound).toBeCloseTo(0.35);
+    expect(chunks[1]!.sndbufBound).toBeUndefined();
+  });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classify, shares } from '../../agent/model/classify.js';
+import { boundSeconds, classify, sendBufferBound, shares } from '../../agent/model/classify.js';
 
 describe('classify', () => {
   it('names the dominant share', () => {
@@ -38,5 +38,33 @@ describe('classify', () => {
     expect(s.rwnd + s.sndbuf + s.network + s.app).toBeCloseTo(1, 9);
     expect(s.rwnd).toBe(1);
     expect(shares({ span: 0, busy: 1, rwndLimited: 1, sndbufLimited: 0 })).toEqual({ rwnd: 0, sndbuf: 0, network: 0, app: 0 });
+  });
+
+  it('counts unnamed busy time as sndbuf-limited when the send buffer was bound', () => {
+    // Lab figures (mixed-sndbuf, BBR behind 20 Mbit/s): 32 KiB buffer, 100-segment window.
+    const capped = { sndbuf: 32768, cwnd: 100, mss: 1448, full: true };
+    expect(sendBufferBound(capped)).toBe(true);
+    expect(sendBufferBound({ ...capped, full: false })).toBe(false); // the writer never filled it
+    // Autotuned (network scenario): 1.4 MiB against 146 segments.
+    expect(sendBufferBound({ sndbuf: 1451520, cwnd: 146, mss: 1448, full: true })).toBe(false);
+    expect(sendBufferBound({ ...capped, cwnd: 0 })).toBe(false);
+    expect(sendBufferBound({ ...capped, mss: 0 })).toBe(false);
+    // A window that fits the buffer exactly does not bind it.
+    expect(sendBufferBound({ sndbuf: 1448 * 20, cwnd: 20, mss: 1448, full: true })).toBe(false);
+
+    const d = { span: 0.45, busy: 0.45, rwndLimited: 0, sndbufLimited: 0.1 };
+    expect(classify(d)).toBe('network');
+    const bound = boundSeconds(d.busy, d.rwndLimited, d.sndbufLimited, capped);
+    expect(bound).toBeCloseTo(0.35);
+    expect(boundSeconds(d.busy, d.rwndLimited, d.sndbufLimited, { ...capped, full: false })).toBe(0);
+    expect(boundSeconds(d.busy, d.rwndLimited, d.sndbufLimited, undefined)).toBe(0);
+    expect(classify({ ...d, sndbufBound: bound })).toBe('sndbuf');
+    const s = shares({ ...d, sndbufBound: bound });
+    expect(s.sndbuf).toBeCloseTo(1);
+    expect(s.network).toBeCloseTo(0);
+    // rwnd named by the kernel still wins when it is the larger share.
+    expect(classify({ span: 1, busy: 1, rwndLimited: 0.7, sndbufLimited: 0, sndbufBound: 0.3 })).toBe('rwnd');
+    // Idle time is still app.
+    expect(classify({ span: 1, busy: 0.3, rwndLimited: 0, sndbufLimited: 0, sndbufBound: 0.3 })).toBe('app');
   });
 });

@@ -82,6 +82,29 @@ describe('ConnectionTable', () => {
     expect(c.lastSeen).toBe(2000);
   });
 
+  it('infers sndbuf-bound time from a send buffer smaller than the window, at either end of an interval', () => {
+    const t = new ConnectionTable({ closeGraceMs: 0 });
+    const mem = (sndbuf: number, wmemQueued: number) => ({ rmemAlloc: 0, rcvbuf: 0, wmemAlloc: 0, sndbuf, fwdAlloc: 0, wmemQueued, optmem: 0, backlog: 0, drops: 0 });
+    const capped = (key: number, busy: number, sndbufLimited: number, wmemQueued: number, sndbuf = 32768) =>
+      sock({ key, skmem: mem(sndbuf, wmemQueued) }, { busyTime: busy, sndbufLimited, sndCwnd: 100, sndMss: 1448 });
+    t.applyPoll([capped(1, 0, 0, 30000), capped(2, 0, 0, 30000, 1451520)], 1000, LISTEN);
+    t.applyPoll([capped(1, 1, 0.2, 30000), capped(2, 1, 0, 1400000, 1451520)], 2000, LISTEN);
+    const c = t.open.get(1)!;
+    expect(c.delta.sndbufBound).toBeCloseTo(0.8); // 32 KiB < 100 x 1448 B, full
+    expect(c.sndbuf).toBe(32768);
+    expect(t.open.get(2)!.delta.sndbufBound).toBe(0); // autotuned: seven windows
+    // Polled between two writes (buffer empty): bound at the interval's start still counts.
+    t.applyPoll([capped(1, 2, 0.4, 0)], 3000, LISTEN);
+    expect(c.delta.sndbufBound).toBeCloseTo(0.8);
+    // Two polls without a full buffer: not bound.
+    t.applyPoll([capped(1, 3, 0.6, 0)], 4000, LISTEN);
+    expect(c.delta.sndbufBound).toBe(0);
+    expect(c.sndbufBound).toBeCloseTo(1.6);
+    expect(t.aggregates.get('8080')!.sndbufBound).toBeCloseTo(1.6);
+    // The kernel's own counter is untouched.
+    expect(c.sndbufLimited).toBeCloseTo(0.6);
+  });
+
   it('labels connections without a listener on their local port "ephemeral"', () => {
     const t = new ConnectionTable({ closeGraceMs: 0 });
     t.applyPoll([sock({ localPort: 51000 }, { bytesAcked: 5 })], 1000, LISTEN);
