@@ -8,7 +8,8 @@
         "native/drain.cc",
         "native/sockopt.cc",
         "native/diag.cc",
-        "native/attach.cc"
+        "native/attach.cc",
+        "native/caps.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

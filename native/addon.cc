@@ -2,11 +2,16 @@
 // bytes or plain numbers; parsing lives in agent/parse/.
 #include "common.h"
 
+namespace chrono {
+void InitCaps(Napi::Env env, Napi::Object exports);  // caps.cc
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   chrono::InitErrqueue(env, exports);
   chrono::InitSockopt(env, exports);
   chrono::InitDiag(env, exports);
   chrono::InitAttach(env, exports);
+  chrono::InitCaps(env, exports);
   return exports;
 }
 
