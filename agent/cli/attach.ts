@@ -28,6 +28,7 @@ import { hostPort, listenFailure, startServer } from './serve.js';
 import { applyRedaction, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
 import { describeRedaction } from '../export/redact.js';
 import { log, logOnce } from './log.js';
+import { dropPrivileges } from './privileges.js';
 import { version } from './version.js';
 
 const SUMMARY =
@@ -322,6 +323,7 @@ async function runAttach(argv: readonly string[]): Promise<number> {
     diag: portWatch !== undefined ? 'on' : 'off',
     force,
   });
+  dropPrivileges('attach', { log });
   if (attacher.markerSupported === false) {
     logOnce('marker', 'warn', 'this kernel lacks SOF_TIMESTAMPING_OPT_RX_FILTER (Linux 6.12): timestamping left by a killed agent cannot be recognised later; stop the agent with SIGTERM, not SIGKILL');
   }

@@ -9,7 +9,8 @@ import type { Command } from './command.js';
 import { formatHelp, parseBool, parseDuration, parseFlags, type FlagSpec } from './flags.js';
 import { FROM_FLAG, FROM_TOKEN_FLAG, LocalPoller, RemotePoller, parsePortRange, portsText, type Poller } from './local.js';
 import { applyRedaction, REDACT_FLAGS } from './common_flags.js';
-import { LOG_FORMAT_FLAG, configureLog, log, privileges, warnUnneededRoot } from './log.js';
+import { LOG_FORMAT_FLAG, configureLog, log } from './log.js';
+import { dropPrivileges, privileges } from './privileges.js';
 
 const SUMMARY =
   'Watch the connections for a while, then print a verdict per port (receive window, send buffer,\n' +
@@ -87,7 +88,7 @@ async function runDiagnose(argv: readonly string[]): Promise<number> {
   const tracker = new WindowTracker();
   const showProgress = process.stderr.isTTY === true;
   log('info', 'diagnosing', { watching: poller.describe, for: o.for, interval: o.interval, kernel: release(), privileges: privileges() });
-  warnUnneededRoot('diagnose');
+  dropPrivileges('diagnose', { log });
   let stopped = false;
   // Ctrl-C ends the watch early: the report covers what was seen.
   const stop = (): void => {

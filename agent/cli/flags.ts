@@ -2,6 +2,7 @@
 // A problem with a flag is a UsageError: the CLI prints its one line and
 // exits 2. Precedence: command line, then environment, then default.
 import { DEFAULT_COMMAND } from './command.js';
+import { refusesRoot, rootRefusal } from './privileges.js';
 
 export class UsageError extends Error {
   readonly code = 'ERR_TCPCHRONO_USAGE';
@@ -44,18 +45,38 @@ export function envName(command: string, flag: string): string {
   return `TCP_CHRONOGRAPH_${`${scope}${flag}`.toUpperCase().replace(/-/g, '_')}`;
 }
 
+/**
+ * --allow-root, offered by the commands that need no privilege (proxy, top,
+ * diagnose: privileges.ts): without it they refuse to run as root (euid 0).
+ */
+export const ALLOW_ROOT_FLAG = {
+  name: 'allow-root',
+  help: 'Run even as root (euid 0). This command needs no privilege, so as root it refuses to start\nwithout this flag; with it, it drops every capability once started (README: Privileges).',
+  parse: parseBool,
+} satisfies FlagSpec<boolean>;
+
+/** The command's flags plus those every command of its kind takes (--allow-root). */
+function withCommon(command: string, specs: Record<string, FlagSpec<unknown>>): Record<string, FlagSpec<unknown>> {
+  return refusesRoot(command) ? { ...specs, allowRoot: ALLOW_ROOT_FLAG } : specs;
+}
+
 export interface Parsed<S extends Record<string, FlagSpec<unknown>>> {
   values: FlagValues<S>;
   help: boolean;
 }
 
-/** Parses argv (after the command name). Throws UsageError. */
+/**
+ * Parses argv (after the command name). Throws UsageError, also when a
+ * command that needs no privilege runs as root without --allow-root.
+ */
 export function parseFlags<S extends Record<string, FlagSpec<unknown>>>(
   command: string,
-  specs: S,
+  commandSpecs: S,
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
+  euid: number = process.geteuid?.() ?? -1,
 ): Parsed<S> {
+  const specs = withCommon(command, commandSpecs);
   const byName = new Map<string, [string, FlagSpec<unknown>]>();
   for (const [key, s] of Object.entries(specs)) {
     byName.set(`--${s.name}`, [key, s]);
@@ -123,11 +144,16 @@ export function parseFlags<S extends Record<string, FlagSpec<unknown>>>(
       values[key] = texts === undefined ? undefined : parseOne(texts[0]!);
     }
   }
+  if (refusesRoot(command)) {
+    if (!help && euid === 0 && values.allowRoot !== true) throw new UsageError(rootRefusal(command));
+    delete values.allowRoot;
+  }
   return { values: values as FlagValues<S>, help };
 }
 
 /** Help text: usage line, then one entry per flag with its env var and default. */
-export function formatHelp(command: string, summary: string, specs: Record<string, FlagSpec<unknown>>): string {
+export function formatHelp(command: string, summary: string, commandSpecs: Record<string, FlagSpec<unknown>>): string {
+  const specs = withCommon(command, commandSpecs);
   const lines = [`Usage: tcp-chronograph ${command} [flags]`, '', summary, '', 'Flags:'];
   for (const s of Object.values(specs)) {
     const name = `${s.short !== undefined ? `-${s.short}, ` : ''}--${s.name}${s.arg !== undefined ? ` ${s.arg}` : ''}`;

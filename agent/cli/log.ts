@@ -5,7 +5,6 @@
 // Format: `--log-format human|json|auto` (commands that offer it) or
 // TCP_CHRONOGRAPH_LOG_FORMAT; auto (the default) is human when stdout is a
 // terminal, JSON otherwise.
-import { readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { redactFields } from '../export/redact.js';
 import { parseChoice, type FlagSpec } from './flags.js';
@@ -89,36 +88,4 @@ export function logOnce(key: string, level: Level, msg: string, fields: Record<s
   if (said.has(key)) return;
   said.add(key);
   log(level, msg, fields);
-}
-
-const CAP_NAMES: Record<number, string> = { 12: 'net_admin', 13: 'net_raw', 19: 'sys_ptrace', 2: 'dac_read_search', 21: 'sys_admin', 1: 'dac_override' };
-
-/**
- * Who the agent runs as, for the start line: uid and the capabilities that
- * matter to some mode (from /proc/self/status CapEff).
- */
-export function privileges(procStatus = '/proc/self/status'): { uid: number; euid: number; root: boolean; capabilities: string[] } {
-  const uid = process.getuid?.() ?? -1;
-  const euid = process.geteuid?.() ?? -1;
-  const capabilities: string[] = [];
-  try {
-    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync(procStatus, 'utf8'));
-    if (m !== null) {
-      const eff = BigInt(`0x${m[1]}`);
-      for (const [bit, name] of Object.entries(CAP_NAMES)) if ((eff >> BigInt(bit)) & 1n) capabilities.push(name);
-    }
-  } catch {
-    // not Linux /proc: say nothing
-  }
-  return { uid, euid, root: euid === 0, capabilities };
-}
-
-/**
- * Least privilege: a mode that needs no privilege (watch, proxy, diagnose)
- * says so when it runs as root. A warning, not a refusal: CI, containers and
- * the README's quick start run as root, and refusing would break them.
- */
-export function warnUnneededRoot(mode: string): void {
-  if ((process.geteuid?.() ?? -1) !== 0) return;
-  logOnce('unneeded-root', 'warn', `${mode} needs no privilege: running it as root only widens what a bug could do; run it as an unprivileged user (README: Privileges)`);
 }

@@ -22,7 +22,8 @@ import { startPortWatch, type PortWatch } from './port_watch.js';
 import { hostPort, listenFailure, startServer } from './serve.js';
 import { applyRedaction, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
 import { describeRedaction } from '../export/redact.js';
-import { log, logOnce, warnUnneededRoot } from './log.js';
+import { log, logOnce } from './log.js';
+import { dropPrivileges } from './privileges.js';
 import { version } from './version.js';
 
 const SUMMARY =
@@ -298,7 +299,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     degraded,
   });
   for (const d of degraded) logOnce(d, 'warn', d);
-  warnUnneededRoot('proxy');
+  dropPrivileges('proxy', { log });
 
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -18,6 +18,7 @@ import type { Command } from './command.js';
 import { formatHelp, parseBool, parseDuration, parseFlags, type FlagSpec } from './flags.js';
 import { FROM_FLAG, FROM_TOKEN_FLAG, LocalPoller, RemotePoller, parsePortRange, portsText, type Poller } from './local.js';
 import { applyRedaction, REDACT_FLAGS } from './common_flags.js';
+import { dropPrivileges } from './privileges.js';
 
 const SUMMARY =
   'Live view of every TCP connection: remote, process, state, delivery rate, RTT, peer window,\n' +
@@ -245,6 +246,7 @@ async function runTop(argv: readonly string[]): Promise<number> {
   }
   applyRedaction(o);
   const poller: Poller = o.from !== undefined ? new RemotePoller(o.from, o.port, o.authTokenFile) : new LocalPoller(o.port);
+  dropPrivileges('top');
   const tracker = new WindowTracker();
   const view: ViewState = { sort: o.sort, reverse: false, portFilter: '' };
   const intervalMs = o.interval * 1000;

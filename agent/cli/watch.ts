@@ -18,7 +18,8 @@ import { applyRedaction, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE
 import { hostPort, isLoopback, listenFailure } from './serve.js';
 import { describeRedaction } from '../export/redact.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, type FlagSpec } from './flags.js';
-import { LOG_FORMAT_FLAG, configureLog, log, logOnce, privileges, warnUnneededRoot } from './log.js';
+import { LOG_FORMAT_FLAG, configureLog, log, logOnce } from './log.js';
+import { dropPrivileges, privileges } from './privileges.js';
 import { version } from './version.js';
 
 const SUMMARY =
@@ -290,7 +291,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     degraded,
   });
   for (const d of degraded) logOnce(d, 'warn', d);
-  warnUnneededRoot('watch');
+  dropPrivileges('watch', { log, owners: owners !== undefined });
 
   // Phase-aligned: polls are due at loopStart + k·interval (slot k), so a
   // slow poll never shifts the ones after it. A poll that ends past the next

@@ -44,7 +44,7 @@ async function startServer(mode) {
 async function startProxy(upstreamPort, flags) {
   const child = spawn(
     'taskset',
-    ['-c', '0', process.execPath, cli, 'proxy', '--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${upstreamPort}`, '--metrics-listen', '127.0.0.1:0', '--diag', 'off', ...flags],
+    ['-c', '0', process.execPath, cli, 'proxy', '--allow-root', '--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${upstreamPort}`, '--metrics-listen', '127.0.0.1:0', '--diag', 'off', ...flags],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const line = JSON.parse(await firstLine(child));

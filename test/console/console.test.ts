@@ -24,6 +24,11 @@ const SCREENSHOT = process.env.UPDATE_SCREENSHOT === '1' ? join(ROOT, 'docs/live
 const SLOW_PORT = 5201; // slow reader, tiny receive buffer: rwnd-limited
 const FAST_PORT = 5202; // fast reader over the shaped path: network-limited
 const AGENT = '127.0.0.1:9481';
+// top and diagnose need no privilege and refuse root without --allow-root, which drops every
+// capability: a root process without them cannot read the fds of a root process that has them.
+// So the servers and the top/diagnose that must name them run as one unprivileged user, as a
+// person would run them (README: Privileges); top in tmux runs as root with --allow-root.
+const NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'];
 
 function ensureBuilt(): void {
   const newest = (dir: string): number =>
@@ -63,7 +68,7 @@ describe('console: top, diagnose and the live page', () => {
     tmp = mkdtempSync(join(tmpdir(), 'tcpchrono-console-'));
     lab = await Lab.create({ shaping: { kind: 'tbf', rate: '20mbit', on: 'server' } });
     const s = lab.server;
-    const servers = [SLOW_PORT, FAST_PORT].map((port) => lab.spawn(s.ns, ['python3', PEERS, 'server', '--port', String(port), '--lifetime', '80']));
+    const servers = [SLOW_PORT, FAST_PORT].map((port) => lab.spawn(s.ns, [...NOBODY, '/usr/bin/python3', PEERS, 'server', '--port', String(port), '--lifetime', '80']));
     await Promise.all(servers.map((p) => waitForLine(p, /^listening/)));
     const agent = lab.spawn(s.ns, ['node', CLI, 'watch', '--listen', AGENT, '--interval', '500ms', '--port', `${SLOW_PORT}-${FAST_PORT}`]);
     await waitForLine(agent, /"msg":"watching"/);
@@ -80,7 +85,7 @@ describe('console: top, diagnose and the live page', () => {
   });
 
   it('top --once prints one table, the stalled client first with verdict rwnd', async () => {
-    const { stdout } = await lab.exec(lab.server.ns, ['env', 'COLUMNS=140', 'node', CLI, 'top', '--once', '--interval', '2s', '--port', `${SLOW_PORT}-${FAST_PORT}`]);
+    const { stdout } = await lab.exec(lab.server.ns, ['env', 'COLUMNS=140', ...NOBODY, 'node', CLI, 'top', '--once', '--interval', '2s', '--port', `${SLOW_PORT}-${FAST_PORT}`]);
     const lines = stdout.trimEnd().split('\n');
     expect(lines[2]).toMatch(/PORT\s+REMOTE\s+PROCESS\s+STATE\s+RATE\s+RTT\s+WINDOW\s+LAST\s+TOTAL\s+LIMIT/);
     const rows = lines.slice(3);
@@ -94,8 +99,8 @@ describe('console: top, diagnose and the live page', () => {
   });
 
   it('diagnose --for 5s --json names the stalled client and its cause; the text form says it in a sentence', async () => {
-    const json = lab.exec(lab.server.ns, ['node', CLI, 'diagnose', '--for', '5s', '--json']);
-    const text = lab.exec(lab.server.ns, ['node', CLI, 'diagnose', '--for', '5s', '--port', String(SLOW_PORT)]);
+    const json = lab.exec(lab.server.ns, [...NOBODY, 'node', CLI, 'diagnose', '--for', '5s', '--json']);
+    const text = lab.exec(lab.server.ns, [...NOBODY, 'node', CLI, 'diagnose', '--for', '5s', '--port', String(SLOW_PORT)]);
     const r = JSON.parse((await json).stdout) as ReportJson;
     expect(r.window.seconds).toBeGreaterThanOrEqual(4.5);
     expect(r.window.polls).toBeGreaterThanOrEqual(5);
@@ -113,7 +118,7 @@ describe('console: top, diagnose and the live page', () => {
     expect(t.stdout).not.toContain(fastRemote);
     // Not a terminal: no progress bar, one JSON start line on stderr.
     expect(t.stderr).not.toContain('\r');
-    expect(JSON.parse(t.stderr.trim().split('\n')[0]!)).toMatchObject({ msg: 'diagnosing', privileges: { root: true } });
+    expect(JSON.parse(t.stderr.trim().split('\n')[0]!)).toMatchObject({ msg: 'diagnosing', privileges: { root: false, capabilities: [] } });
   });
 
   it('top in tmux: stalled first, b sorts by bytes, f filters by port, q quits and restores the terminal', async () => {
@@ -121,7 +126,7 @@ describe('console: top, diagnose and the live page', () => {
     // top's exit status goes to a file: tmux 3.3 sometimes leaves an exited
     // pane process unreaped (a zombie) and then never reports its status.
     const statusFile = join(tmp, 'top-status');
-    await t('new-session', '-d', '-s', 'top', '-x', '110', '-y', '20', `ip netns exec ${lab.server.ns} sh -c 'node ${CLI} top --interval 500ms --port ${SLOW_PORT}-${FAST_PORT}; echo "exit=$?" > ${statusFile}'`, ';', 'set-option', '-t', 'top', 'remain-on-exit', 'on');
+    await t('new-session', '-d', '-s', 'top', '-x', '110', '-y', '20', `ip netns exec ${lab.server.ns} sh -c 'node ${CLI} top --allow-root --interval 500ms --port ${SLOW_PORT}-${FAST_PORT}; echo "exit=$?" > ${statusFile}'`, ';', 'set-option', '-t', 'top', 'remain-on-exit', 'on');
     const pane = (): Promise<string> => t('capture-pane', '-p', '-t', 'top');
     const order = async (): Promise<number[]> => {
       const text = await pane();

@@ -153,7 +153,7 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
 
     children.watch = lab.spawn(s.ns, ['node', CLI, 'watch', '--listen', WATCH_METRICS, '--interval', '1s', '--port', `${SLOW_PORT}-${APP_PORT}`]);
     children.proxy = lab.spawn(s.ns, [
-      'node', CLI, 'proxy',
+      'node', CLI, 'proxy', '--allow-root',
       '--listen', `0.0.0.0:${PROXY_PORT}`,
       '--upstream', `127.0.0.1:${UPSTREAM_PORT}`,
       '--metrics-listen', PROXY_METRICS,
