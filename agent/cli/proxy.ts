@@ -110,6 +110,13 @@ const FLAGS = {
     help: 'Reset both sides of a connection that relayed nothing either way for this long; 0: never.',
     parse: durationIn(1, 86_400, 'must be 0 (never) or from 1s to 24h', true),
   } satisfies FlagSpec<number>,
+  halfCloseTimeout: {
+    name: 'half-close-timeout',
+    arg: 'DURATION',
+    default: '60s',
+    help: "After a client closes its side (FIN), reset both sides if the upstream then relays nothing for\nthis long: a client that gave up on a hung upstream would otherwise hold two sockets until the\nupstream closes. 0: never.",
+    parse: durationIn(1, 86_400, 'must be 0 (never) or from 1s to 24h', true),
+  } satisfies FlagSpec<number>,
   maxConnections: {
     name: 'max-connections',
     arg: 'N',
@@ -178,6 +185,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     instrument: { sample: o.sample, stallAfterMs: o.stallAfter * 1000 },
     connectTimeoutMs: o.connectTimeout * 1000,
     idleTimeoutMs: o.idleTimeout * 1000,
+    halfCloseTimeoutMs: o.halfCloseTimeout * 1000,
     maxConnections: o.maxConnections,
     instrumentClients: o.instrument === 'on',
     readBufferBytes: o.bufferSize,
@@ -226,7 +234,11 @@ async function runProxy(argv: readonly string[]): Promise<number> {
   proxy.on('chunk', onRecord);
   proxy.on('stall', onRecord);
   proxy.on('upstream-error', (e: NodeJS.ErrnoException, reason: UpstreamErrorReason) => {
-    logOnce(`upstream:${reason}:${e.code ?? ''}`, 'warn', 'upstream connection failed; the client connection was reset (logged once per reason, counted in tcp_chrono_proxy_upstream_errors_total)', {
+    const what =
+      reason === 'truncated'
+        ? 'the upstream closed in the middle of an HTTP response (or with a request unanswered); the client connection was closed'
+        : 'upstream connection failed; the client connection was reset';
+    logOnce(`upstream:${reason}:${e.code ?? ''}`, 'warn', `${what} (logged once per reason, counted in tcp_chrono_proxy_upstream_errors_total)`, {
       upstream: hostPort(o.upstream),
       reason,
       error: e.message,

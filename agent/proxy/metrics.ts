@@ -20,7 +20,7 @@ export function registerProxyMetrics(registry: Registry, proxy: Proxy, info: Pro
   gauge('tcp_chrono_proxy_connections', 'Client connections open now.', () => c.open);
   counterBy(
     'tcp_chrono_proxy_upstream_errors_total',
-    'Client connections closed because of the upstream, by reason (refused, timeout, unreachable, dns: no connection; reset, other: failed later).',
+    'Client connections closed because of the upstream, by reason (refused, timeout, unreachable, dns: no connection; reset, other: failed later; truncated: closed, FIN, in the middle of an HTTP response or with a request unanswered).',
     'reason',
     () => {
       const out: Record<string, number> = {};
@@ -30,6 +30,11 @@ export function registerProxyMetrics(registry: Registry, proxy: Proxy, info: Pro
   );
   counter('tcp_chrono_proxy_client_errors_total', 'Client connections that failed on the client side (mostly resets); the upstream connection was reset too.', () => c.clientErrors);
   counter('tcp_chrono_proxy_idle_timeouts_total', 'Connections closed by --idle-timeout.', () => c.idleTimeouts);
+  counter(
+    'tcp_chrono_proxy_half_close_timeouts_total',
+    'Connections reset by --half-close-timeout: the client had closed its side and the upstream then relayed nothing (a client that gave up on a silent upstream).',
+    () => c.halfCloseTimeouts,
+  );
   counterBy('tcp_chrono_proxy_bytes_total', 'Bytes relayed, by direction (to_client, to_upstream; the PROXY protocol header is not counted).', 'direction', () => ({
     to_client: c.bytesToClient,
     to_upstream: c.bytesToUpstream,

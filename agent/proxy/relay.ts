@@ -16,11 +16,19 @@
 // stream high-water mark, whatever the client's speed. Reading big and into
 // the same memory is what keeps a bulk stream near loopback speed.
 // Half-close: an EOF from one side is relayed as a FIN to the other
-// (allowHalfOpen on both). Errors: an error or reset on one side resets the
-// other (RST), so the peer sees what happened instead of a clean end.
+// (allowHalfOpen on both). A client that closed its side while the upstream
+// says nothing (a client that gave up on a hung server) is reset, with the
+// upstream, after halfCloseTimeoutMs: otherwise both sockets would be held
+// until the upstream closes, which a hung upstream never does.
+// Errors: an error or reset on one side resets the other (RST), so the peer
+// sees what happened instead of a clean end. The upstream closing (FIN) in the
+// middle of an HTTP response, or with a request unanswered, is relayed as a
+// FIN and counted as upstream error `truncated`.
 import { EventEmitter } from 'node:events';
 import net, { type AddressInfo, type Socket } from 'node:net';
+import { constants } from 'node:os';
 import { instrument, type ChunkRecord, type InstrumentOptions, type Probe } from '../instrument.js';
+import { native } from '../native.js';
 import { Framer, type Boundary, type RawReason } from './http1.js';
 import { proxyHeader, type ProxyProtocolVersion } from './proxy_protocol.js';
 import { RouteMap } from './routes.js';
@@ -45,6 +53,11 @@ export interface ProxyOptions {
   connectTimeoutMs?: number;
   /** Close both sides after this long without a byte either way (ms); 0 = never. Default 0. */
   idleTimeoutMs?: number;
+  /**
+   * After the client has closed its side (FIN), reset both sides when the
+   * upstream relays nothing for this long (ms); 0 = never. Default 60 000.
+   */
+  halfCloseTimeoutMs?: number;
   /** Most client connections at once; more are closed at accept. Default 10 000. */
   maxConnections?: number;
   /** Turn instrumentation off (a plain relay; for comparison). */
@@ -66,8 +79,8 @@ export interface ProxyChunkRecord extends ChunkRecord {
   route?: string;
 }
 
-export type UpstreamErrorReason = 'refused' | 'timeout' | 'unreachable' | 'dns' | 'reset' | 'other';
-export const UPSTREAM_ERROR_REASONS: readonly UpstreamErrorReason[] = ['refused', 'timeout', 'unreachable', 'dns', 'reset', 'other'];
+export type UpstreamErrorReason = 'refused' | 'timeout' | 'unreachable' | 'dns' | 'reset' | 'truncated' | 'other';
+export const UPSTREAM_ERROR_REASONS: readonly UpstreamErrorReason[] = ['refused', 'timeout', 'unreachable', 'dns', 'reset', 'truncated', 'other'];
 export const RAW_REASONS: readonly RawReason[] = ['not-http', 'malformed', 'head-too-large', 'tunnel', 'upgrade'];
 
 export interface ProxyCounters {
@@ -81,6 +94,8 @@ export interface ProxyCounters {
   clientErrors: number;
   /** Connections closed by the idle timeout. */
   idleTimeouts: number;
+  /** Connections reset because the client had closed its side and the upstream then sent nothing for the half-close timeout. */
+  halfCloseTimeouts: number;
   bytesToClient: number;
   bytesToUpstream: number;
   /** Times a direction was paused because the destination's buffer was full. */
@@ -121,14 +136,40 @@ function upstreamReason(err: NodeJS.ErrnoException, connected: boolean): Upstrea
   }
 }
 
+const SOL_SOCKET = 1;
+const SO_ERROR = 4;
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+/**
+ * The error a reset left on a socket whose EOF Node reported instead: when the
+ * last data and a RST arrive together, libuv reads the data, sees POLLHUP and
+ * reports EOF without the read that would have returned ECONNRESET (seen in
+ * about 1 of 100 upstream resets on loopback). The socket's SO_ERROR still
+ * holds the error. undefined when there is none (a real FIN) or no way to ask.
+ */
+function pendingError(s: Socket): NodeJS.ErrnoException | undefined {
+  const fd = (s as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return undefined;
+  let errno: number;
+  try {
+    errno = native().getSockoptInt(fd, SOL_SOCKET, SO_ERROR);
+  } catch {
+    return undefined;
+  }
+  if (errno === 0) return undefined;
+  const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+  return Object.assign(new Error(`read ${code}`), { code, errno: -errno, syscall: 'read' });
+}
+
 export class Proxy extends EventEmitter {
   readonly counters: ProxyCounters = {
     accepted: 0,
     rejected: 0,
     open: 0,
-    upstreamErrors: { refused: 0, timeout: 0, unreachable: 0, dns: 0, reset: 0, other: 0 },
+    upstreamErrors: { refused: 0, timeout: 0, unreachable: 0, dns: 0, reset: 0, truncated: 0, other: 0 },
     clientErrors: 0,
     idleTimeouts: 0,
+    halfCloseTimeouts: 0,
     bytesToClient: 0,
     bytesToUpstream: 0,
     pausesToClient: 0,
@@ -228,12 +269,17 @@ class Relay {
   private readonly port: number;
   private idleTimer: NodeJS.Timeout | undefined;
   private lastActivity = Date.now();
+  private readonly idleMs: number;
+  private readonly halfCloseMs: number;
+  private clientEnded = false;
 
   constructor(
     private readonly proxy: Proxy,
     private readonly client: Socket,
   ) {
     const o = proxy.opts;
+    this.idleMs = o.idleTimeoutMs ?? 0;
+    this.halfCloseMs = o.halfCloseTimeoutMs ?? 60_000;
     this.remote = `${client.remoteAddress}:${client.remotePort}`;
     this.port = client.localPort ?? 0;
     // Nagle stays on toward the client (see push()); requests to the upstream
@@ -347,7 +393,7 @@ class Relay {
     }
     this.upstream.on('end', () => this.upstreamEnded());
     this.client.on('data', (b: Buffer) => this.fromClient(b));
-    this.client.on('end', () => this.upstream.end());
+    this.client.on('end', () => this.clientEnd());
     this.upstream.on('drain', () => {
       if (this.clientPaused) {
         this.noteBuffered();
@@ -355,7 +401,7 @@ class Relay {
         this.client.resume();
       }
     });
-    if (o.idleTimeoutMs !== undefined && o.idleTimeoutMs > 0) this.startIdleTimer(o.idleTimeoutMs);
+    this.armTimer();
     this.client.resume();
   }
 
@@ -486,13 +532,47 @@ class Relay {
     }
   }
 
+  // The client closed its side: relayed as a FIN; from now on the upstream
+  // has the half-close timeout to answer (or to finish answering).
+  private clientEnd(): void {
+    const e = pendingError(this.client);
+    if (e !== undefined) {
+      // A reset reported as an EOF (see pendingError): a reset it is.
+      this.onError('client', e);
+      this.client.destroy();
+      return;
+    }
+    this.upstream.end();
+    if (this.clientEnded) return;
+    this.clientEnded = true;
+    this.lastActivity = Date.now();
+    this.stopIdleTimer();
+    this.armTimer();
+  }
+
   private upstreamEnded(): void {
+    const e = pendingError(this.upstream);
+    if (e !== undefined) {
+      // A reset reported as an EOF (see pendingError): the client is reset, not ended.
+      this.onError('upstream', e);
+      this.upstream.destroy();
+      return;
+    }
     if (this.res !== undefined && this.probe !== undefined) {
+      // A response cut short (its body has a length or chunks still due), or
+      // a request left unanswered: the client sees a clean FIN where an
+      // answer should have been. Counted; the records stay as they are.
+      let truncated = this.res.inMessage && this.res.state !== 'until-close';
       if (this.res.eof()) {
         this.proxy.counters.httpResponses++;
         this.responseDone();
       }
+      if (!this.res.raw && this.requests.length > 0) truncated = true;
       this.probe.endUnit();
+      if (truncated) {
+        this.proxy.counters.upstreamErrors.truncated++;
+        this.proxy.emit('upstream-error', Object.assign(new Error('the upstream closed the connection in the middle of an HTTP response or with a request unanswered'), { code: 'EOF' }), 'truncated');
+      }
     }
     this.client.end();
   }
@@ -502,18 +582,34 @@ class Relay {
     if (held > this.proxy.counters.maxBuffered) this.proxy.counters.maxBuffered = held;
   }
 
-  private startIdleTimer(ms: number): void {
+  /** The inactivity limit in force (ms; 0: none) and whether it is the half-close one. */
+  private limit(): { ms: number; halfClose: boolean } {
+    if (this.clientEnded && this.halfCloseMs > 0 && (this.idleMs === 0 || this.halfCloseMs <= this.idleMs)) return { ms: this.halfCloseMs, halfClose: true };
+    return { ms: this.idleMs, halfClose: false };
+  }
+
+  // One timer for both limits, re-armed for what is left of the limit in force.
+  private armTimer(): void {
+    if (this.done || this.limit().ms === 0) return;
     const check = (): void => {
+      this.idleTimer = undefined;
+      if (this.done || this.client.destroyed) return;
+      const { ms, halfClose } = this.limit();
+      // Half-closed, the timeout is for a silent upstream: bytes the proxy
+      // still holds for either side mean a slow peer, not a silent upstream
+      // (a client that sent its FIN early and reads a long response slowly).
+      if (halfClose && (this.upstreamPaused || this.client.writableLength > 0 || this.upstream.writableLength > 0)) this.lastActivity = Date.now();
       const idle = Date.now() - this.lastActivity;
       if (idle >= ms) {
-        this.proxy.counters.idleTimeouts++;
+        if (halfClose) this.proxy.counters.halfCloseTimeouts++;
+        else this.proxy.counters.idleTimeouts++;
         this.destroy();
         return;
       }
       this.idleTimer = setTimeout(check, ms - idle);
       this.idleTimer.unref();
     };
-    this.idleTimer = setTimeout(check, ms);
+    this.idleTimer = setTimeout(check, Math.max(0, this.limit().ms - (Date.now() - this.lastActivity)));
     this.idleTimer.unref();
   }
 
