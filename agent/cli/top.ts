@@ -219,7 +219,7 @@ export function renderTable(rows: readonly ConnWindow[], v: ViewState, o: Render
   lines.push(fit(headCells.join(' '), width));
   const body = o.height !== undefined ? rows.slice(0, Math.max(0, o.height)) : rows;
   for (const w of body) {
-    const last = w.last.delta.seconds > 0 ? windowShares({ seconds: w.last.delta.seconds, busy: w.last.delta.busy, rwndLimited: w.last.delta.rwndLimited, sndbufLimited: w.last.delta.sndbufLimited }) : undefined;
+    const last = w.last.delta.seconds > 0 ? windowShares({ seconds: w.last.delta.seconds, busy: w.last.delta.busy, rwndLimited: w.last.delta.rwndLimited, sndbufLimited: w.last.delta.sndbufLimited, sndbufBound: w.last.delta.sndbufBound }) : undefined;
     const cells = used.map((c) => fit(c.cell(w), c.width, c.right));
     const barCells = [bar(last, barWidth, o.color), ...(bars === 2 ? [bar(w.seconds > 0 ? windowShares(w) : undefined, barWidth, o.color)] : [])];
     cells.splice(barAt, 0, ...barCells);
