@@ -58,7 +58,9 @@ export interface ProbeStats {
    * ACK records the kernel dropped because the socket's error queue was full
    * (the host's event loop did not drain it in time: about 157 records fill
    * the default 128 KiB receive-memory budget). Their chunks complete with
-   * `exact: false`, matched to a later record.
+   * `exact: false`, matched to a later record; when no later record comes
+   * (the socket went quiet), a chunk past stallAfter whose bytes the kernel
+   * shows acknowledged is counted here instead of reported as a stall.
    */
   lostRecords: number;
   /** Hand-overs to the kernel with bytes that did not pass through socket.write()/end(). */
@@ -205,7 +207,7 @@ class SocketProbe extends EventEmitter implements Probe {
     this.hook(handle);
     socket.once('close', this.onSocketClose);
     const period = Math.min(1000, Math.max(20, stallAfterMs / 4));
-    this.timer = setInterval(() => this.tracker.checkStalls(nowSeconds(), this.snapshotNow), period).unref();
+    this.timer = setInterval(() => this.tracker.checkStalls(nowSeconds(), this.snapshotNow, this.ackedThrough), period).unref();
   }
 
   unit(label?: string): void {
@@ -262,6 +264,18 @@ class SocketProbe extends EventEmitter implements Probe {
     this.reg = errqueue.add(this.fd, () => undefined);
     this.emit('close');
   }
+
+  // Whether the kernel has acknowledged every byte before `end`: all of it
+  // handed over, nothing unacked or unsent (ChunkTracker.checkStalls).
+  private readonly ackedThrough = (end: number): boolean => {
+    if (this.closed || this.handedOver < end) return false;
+    try {
+      const c = readTcpChrono(native().tcpInfo(this.fd));
+      return c.unacked === 0 && c.notsentBytes === 0;
+    } catch {
+      return false;
+    }
+  };
 
   // The chronographs now, for a chunk's start (read on every tracked chunk:
   // only the fields a snapshot needs are decoded), and the send buffer's size

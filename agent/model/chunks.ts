@@ -258,8 +258,15 @@ export class ChunkTracker {
     this.completeReady(nowSnapshot);
   }
 
-  /** Reports chunks unacked for longer than stallAfter; returns how many. */
-  checkStalls(now: number, nowSnapshot: () => ChronoSnapshot): number {
+  /**
+   * Reports chunks unacked for longer than stallAfter; returns how many.
+   * `ackedThrough(end)`: the kernel has acknowledged every byte before
+   * offset `end` (nothing unacked or unsent, everything handed over). Then
+   * the chunk was delivered and its ACK record lost (a full error queue, or a
+   * socket gone quiet right after an overflow): it is counted in
+   * `lostRecords`, not reported as a stall (its delivery time is unknown).
+   */
+  checkStalls(now: number, nowSnapshot: () => ChronoSnapshot, ackedThrough?: (end: number) => boolean): number {
     let n = 0;
     for (let i = 0; i < this.pending.length; ) {
       const c = this.pending[i]!;
@@ -267,6 +274,10 @@ export class ChunkTracker {
         this.pending.splice(i, 1);
         // A stalled unit goes on: its later writes form a continuation chunk.
         if (c === this.unit?.chunk) this.unit.chunk = undefined;
+        if (ackedThrough?.(c.offset + c.bytes) === true) {
+          this.counters.lostRecords++;
+          continue;
+        }
         this.report(c, now, nowSnapshot(), true);
         n++;
       } else i++;

@@ -144,6 +144,8 @@ export interface TcpChrono {
   sndCwnd: number;
   /** Sending MSS, bytes. */
   sndMss: number;
+  /** Segments sent and not yet acknowledged. */
+  unacked: number;
   /** Segments retransmitted over the connection's life. */
   totalRetrans: number;
   notsentBytes: number;
@@ -185,6 +187,7 @@ function chronoAt({ b, w }: Words, s: number, e: number): TcpChrono {
     state: b[s]!,
     appLimited: (b[s + 7]! & 1) !== 0,
     sndMss: w[j + 4]!, // 16
+    unacked: w[j + 6]!, // 24
     rtt: w[j + 17]! / 1e6, // 68
     sndCwnd: w[j + 20]!, // 80
     totalRetrans: w[j + 25]!, // 100

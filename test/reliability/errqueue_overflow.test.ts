@@ -30,7 +30,7 @@ describe('error-queue overflow (instrument)', () => {
     server?.close();
   });
 
-  async function connected(): Promise<{ probe: Probe; chunks: ChunkRecord[] }> {
+  async function connected(stallAfterMs?: number): Promise<{ probe: Probe; chunks: ChunkRecord[] }> {
     server = net.createServer();
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -43,7 +43,7 @@ describe('error-queue overflow (instrument)', () => {
     expect(s).toBeDefined();
     sock = s!;
     sock.setNoDelay(true);
-    const probe = instrument(sock);
+    const probe = instrument(sock, stallAfterMs !== undefined ? { stallAfterMs } : {});
     const chunks: ChunkRecord[] = [];
     probe.on('chunk', (c) => chunks.push(c));
     return { probe, chunks };
@@ -82,6 +82,37 @@ describe('error-queue overflow (instrument)', () => {
     expect(st.lostRecords).toBeGreaterThanOrEqual(0.9 * st.inexact);
     // The spaced writes after the starvation got their own records.
     expect(chunks.slice(-5).every((c) => c.exact)).toBe(true);
+    probe.close();
+  }, 20_000);
+
+  it('records lost at the end, then quiet: acked chunks are counted lost, not reported as stalls', async () => {
+    const { probe, chunks } = await connected(500);
+    const stalls: ChunkRecord[] = [];
+    probe.on('stall', (c) => stalls.push(c));
+    const buf = Buffer.alloc(1024, 1);
+    let writes = 0;
+    const t0 = performance.now();
+    let next = t0;
+    while (performance.now() - t0 < 300) {
+      if (performance.now() >= next) {
+        sock!.write(buf);
+        writes++;
+        next += 0.3;
+      }
+    }
+    // Still blocked while the last ACKs arrive: the queue is full, they are dropped.
+    while (performance.now() - t0 < 500);
+    // No later write: nothing reveals the tail's lost ACK records but the
+    // kernel's own count (nothing unacked) once stallAfter (500 ms) has passed.
+    await until(() => probe.stats().pending === 0, 5000);
+    const st = probe.stats();
+    console.log(`errqueue overflow, quiet after: ${writes} writes, ${st.chunks} chunks, ${st.lostRecords} lost records, ${stalls.length} stalls`);
+    expect(st.pending).toBe(0);
+    expect(stalls).toHaveLength(0);
+    expect(chunks.length).toBe(st.chunks);
+    // The tail never got a record: those chunks are lost, every write is accounted for.
+    expect(st.chunks).toBeLessThan(writes);
+    expect(st.lostRecords).toBeGreaterThanOrEqual(writes - st.chunks);
     probe.close();
   }, 20_000);
 
