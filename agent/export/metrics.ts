@@ -136,7 +136,7 @@ export class WatchMetrics {
   lastDropped = 0;
   private previous = new Set<number | string>();
 
-  private readonly agg: Record<'busy' | 'rwnd' | 'sndbuf' | 'acked' | 'retrans' | 'open' | 'closed', SnapshotMetric<PortLabels>>;
+  private readonly agg: Record<'busy' | 'rwnd' | 'sndbuf' | 'sndbufBound' | 'acked' | 'retrans' | 'open' | 'closed', SnapshotMetric<PortLabels>>;
   private readonly self: {
     polls: Counter;
     pollsMissed: Counter | undefined;
@@ -172,6 +172,10 @@ export class WatchMetrics {
       busy: aggCounter('tcp_chrono_busy_seconds_total', 'Time connections had data in flight or queued to send (tcpi_busy_time), by local port.'),
       rwnd: aggCounter('tcp_chrono_rwnd_limited_seconds_total', "Busy time limited by the peer's receive window (tcpi_rwnd_limited), by local port."),
       sndbuf: aggCounter('tcp_chrono_sndbuf_limited_seconds_total', 'Busy time limited by the send buffer (tcpi_sndbuf_limited), by local port.'),
+      sndbufBound: aggCounter(
+        'tcp_chrono_sndbuf_bound_seconds_total',
+        'Busy time the kernel named neither rwnd- nor sndbuf-limited, in poll intervals where the send buffer was smaller than one congestion window and full: send-buffer-limited by inference (under BBR pacing the kernel undercounts it), by local port.',
+      ),
       acked: aggCounter('tcp_chrono_bytes_acked_total', 'Bytes acknowledged by peers (tcpi_bytes_acked), by local port.'),
       retrans: aggCounter('tcp_chrono_bytes_retrans_total', 'Bytes retransmitted (tcpi_bytes_retrans, Linux 4.19+), by local port.'),
       open: aggGauge('tcp_chrono_connections', 'Watched connections open now, by local port.'),
@@ -310,12 +314,13 @@ export class WatchMetrics {
   /** Aggregate and self series from the table (synchronous: a few series per port). */
   private update(): void {
     const { agg, self } = this;
-    for (const m of [agg.busy, agg.rwnd, agg.sndbuf, agg.acked, agg.retrans, agg.closed, agg.open]) m.reset();
+    for (const m of [agg.busy, agg.rwnd, agg.sndbuf, agg.sndbufBound, agg.acked, agg.retrans, agg.closed, agg.open]) m.reset();
     for (const [port, a] of this.table.aggregates) {
       const l = { port };
       agg.busy.add(l, us(a.busy));
       agg.rwnd.add(l, us(a.rwndLimited));
       agg.sndbuf.add(l, us(a.sndbufLimited));
+      agg.sndbufBound.add(l, us(a.sndbufBound));
       agg.acked.add(l, a.bytesAcked);
       agg.retrans.add(l, a.bytesRetrans);
       agg.closed.add(l, a.closed);

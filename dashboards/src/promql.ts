@@ -8,6 +8,9 @@
 //   busy     = rate(tcp_chrono_busy_seconds_total)            (kernel: tcpi_busy_time)
 //   rwnd     = rate(tcp_chrono_rwnd_limited_seconds_total)    (part of busy)
 //   sndbuf   = rate(tcp_chrono_sndbuf_limited_seconds_total)  (part of busy)
+//            + rate(tcp_chrono_sndbuf_bound_seconds_total)    (the agent's inference: a send buffer
+//                                                               smaller than the window, see README;
+//                                                               0 from agents that do not export it)
 //   network  = max(busy - rwnd - sndbuf, 0)                   (cwnd, pacing, loss)
 //   open     = avg_over_time(tcp_chrono_connections)          (connections open, averaged)
 //   app      = max(open - busy, 0)                            (open but nothing to send)
@@ -51,7 +54,8 @@ export class Chrono {
     return this.rate('tcp_chrono_rwnd_limited_seconds_total');
   }
   get sndbuf(): string {
-    return this.rate('tcp_chrono_sndbuf_limited_seconds_total');
+    const kernel = this.rate('tcp_chrono_sndbuf_limited_seconds_total');
+    return `(${kernel} + (${this.rate('tcp_chrono_sndbuf_bound_seconds_total')} or ${kernel} * 0))`;
   }
   get network(): string {
     return `clamp_min(${this.busy} - ${this.rwnd} - ${this.sndbuf}, 0)`;

@@ -102,7 +102,7 @@ const groups: TestGroup[] = [
     ],
   },
   {
-    name: 'send-buffer limited: 20 % of busy time fires after 15 minutes; 5 % never',
+    name: 'send-buffer limited: 20 % of busy time fires after 15 minutes, counting the inferred sndbuf-bound time (8082); 5 % never (8081: no bound series, an older agent)',
     interval: '1m',
     series: {
       [S('tcp_chrono_busy_seconds_total', svc('8080'))]: '0+60x40',
@@ -113,13 +113,22 @@ const groups: TestGroup[] = [
       [S('tcp_chrono_rwnd_limited_seconds_total', svc('8081'))]: '0x40',
       [S('tcp_chrono_sndbuf_limited_seconds_total', svc('8081'))]: '0+3x40',
       [S('tcp_chrono_connections', svc('8081'))]: '1x40',
+      // BBR behind a capped buffer: the kernel names 5 %, the agent infers 15 % more.
+      [S('tcp_chrono_busy_seconds_total', svc('8082'))]: '0+60x40',
+      [S('tcp_chrono_rwnd_limited_seconds_total', svc('8082'))]: '0x40',
+      [S('tcp_chrono_sndbuf_limited_seconds_total', svc('8082'))]: '0+3x40',
+      [S('tcp_chrono_sndbuf_bound_seconds_total', svc('8082'))]: '0+9x40',
+      [S('tcp_chrono_connections', svc('8082'))]: '1x40',
     },
     alerts: [
       { at: '12m', alert: 'TCPChronoSendBufferLimited', firing: [] },
       {
         at: '20m',
         alert: 'TCPChronoSendBufferLimited',
-        firing: [{ labels: { severity: 'warning', ...out('8080') }, summary: 'streamer port 8080 (namespace video): 20% of sending time is limited by the send buffer' }],
+        firing: [
+          { labels: { severity: 'warning', ...out('8080') }, summary: 'streamer port 8080 (namespace video): 20% of sending time is limited by the send buffer' },
+          { labels: { severity: 'warning', ...out('8082') }, summary: 'streamer port 8082 (namespace video): 20% of sending time is limited by the send buffer' },
+        ],
       },
       { at: '20m', alert: 'TCPChronoReceiveWindowLimited', firing: [] },
     ],

@@ -82,7 +82,7 @@ describe('ConnectionTable', () => {
     expect(c.lastSeen).toBe(2000);
   });
 
-  it('infers sndbuf-bound time from a send buffer smaller than the window, at either end of an interval', () => {
+  it('infers sndbuf-bound time from a send buffer smaller than the window, at either end of an interval', async () => {
     const t = new ConnectionTable({ closeGraceMs: 0 });
     const mem = (sndbuf: number, wmemQueued: number) => ({ rmemAlloc: 0, rcvbuf: 0, wmemAlloc: 0, sndbuf, fwdAlloc: 0, wmemQueued, optmem: 0, backlog: 0, drops: 0 });
     const capped = (key: number, busy: number, sndbufLimited: number, wmemQueued: number, sndbuf = 32768) =>
@@ -103,6 +103,9 @@ describe('ConnectionTable', () => {
     expect(t.aggregates.get('8080')!.sndbufBound).toBeCloseTo(1.6);
     // The kernel's own counter is untouched.
     expect(c.sndbufLimited).toBeCloseTo(0.6);
+    const text = await new WatchMetrics(t, undefined, () => SELF, { maxConnections: 10, info: { version: 'test', kernel: 'test', destroyFeed: 'on' } }).render();
+    expect(metricValue(text, 'tcp_chrono_sndbuf_bound_seconds_total', { port: '8080' })).toBeCloseTo(1.6);
+    expect(metricValue(text, 'tcp_chrono_sndbuf_limited_seconds_total', { port: '8080' })).toBeCloseTo(0.6);
   });
 
   it('labels connections without a listener on their local port "ephemeral"', () => {
