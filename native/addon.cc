@@ -2,10 +2,6 @@
 // bytes or plain numbers; parsing lives in agent/parse/.
 #include "common.h"
 
-namespace chrono {
-void InitCaps(Napi::Env env, Napi::Object exports);  // caps.cc
-}
-
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   chrono::InitErrqueue(env, exports);
   chrono::InitSockopt(env, exports);

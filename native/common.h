@@ -55,5 +55,6 @@ void InitErrqueue(Napi::Env env, Napi::Object exports);
 void InitSockopt(Napi::Env env, Napi::Object exports);
 void InitDiag(Napi::Env env, Napi::Object exports);
 void InitAttach(Napi::Env env, Napi::Object exports);
+void InitCaps(Napi::Env env, Napi::Object exports);
 
 }  // namespace chrono
