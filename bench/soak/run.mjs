@@ -1,18 +1,82 @@
 // `npm run soak`: the full-size reliability figures for the README
-// (Reliability and security). Churn: 100 000 short connections against a
-// loopback server while `watch` runs; prints ground truth against the
-// agent's aggregates, its RSS growth and fd count. Flags: --count N.
-import { churn } from './churn.mjs';
+// (Reliability and security). Each part runs in a network namespace of its
+// own (bench/soak/netns.mjs; root), so its sockets neither slow nor are
+// slowed by anyone else's. Parts, in order:
+//
+//   scale       50 000 established connections, `watch --interval 1s` for
+//               30 s: tracked, polls done and missed, poll time, RSS, heap.
+//   churn       two rounds of 100 000 short connections while `watch` runs,
+//               each followed by 130 s for the table to settle (closed
+//               connections are remembered 120 s): closed count and bytes
+//               acked exact, fds back to baseline, memory at each stage
+//               (live heap after a forced full collection) and the growth
+//               across the second round.
+//   instrument  the same churn against a server that instrument()s every
+//               socket: one exact chunk each, nothing lost, fds back,
+//               RSS and heap after a warm-up and each of two rounds.
+//
+// Flags: --only scale|churn|instrument (repeatable), --connections N
+// (scale), --seconds S (scale window), --count N (churn and instrument, per
+// round), --rounds R, --settle S (churn). Exit 1 if a check fails.
+import { runInNetns } from './netns.mjs';
+import { describeScale } from './scale.mjs';
+import { describeMemory } from './churn.mjs';
+import { describeChurnInstrument } from './churn_instrument.mjs';
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : dflt;
 };
-const count = arg('count', 100_000);
-const r = await churn({ count, parallel: 200, bytes: 2000 });
-const ok = r.closed === count && r.acked === r.servedBytes + count && r.fdEnd <= r.fdStart;
-console.log(`churn: ${count} connections in ${r.seconds.toFixed(1)} s (${Math.round(count / r.seconds)}/s)`);
-console.log(`  closed (agent) ${r.closed} of ${count}; bytes acked (agent) ${r.acked} = ${r.servedBytes} + ${count} FINs: ${r.acked === r.servedBytes + count ? 'exact' : 'MISMATCH'}`);
-console.log(`  agent RSS ${(r.rssStartKiB / 1024).toFixed(1)} -> ${(r.rssEndKiB / 1024).toFixed(1)} MiB (+${((r.rssEndKiB - r.rssStartKiB) / 1024).toFixed(1)} MiB); fds ${r.fdStart} -> ${r.fdEnd}`);
-console.log(ok ? 'soak: OK' : 'soak: FAILED');
-process.exit(ok ? 0 : 1);
+const only = process.argv.flatMap((a, i) => (a === '--only' ? [process.argv[i + 1]] : []));
+const want = (part) => only.length === 0 || only.includes(part);
+const here = (f) => new URL(`./${f}`, import.meta.url);
+
+const failures = [];
+const check = (part, ok, what) => {
+  if (!ok) failures.push(`${part}: ${what}`);
+};
+
+if (want('scale')) {
+  const connections = arg('connections', 50_000);
+  const seconds = arg('seconds', 30);
+  const r = await runInNetns(here('scale.mjs'), ['--inside', connections, seconds, 1, 10, 100], { timeoutMs: 300_000 + connections * 3 + seconds * 2000 });
+  console.log(describeScale(r));
+  check('scale', r.established === connections, `${r.established} of ${connections} established`);
+  check('scale', r.trackedMin === connections && r.trackedMax === connections, `tracked ${r.trackedMin}..${r.trackedMax}`);
+  check('scale', r.missedTotal === 0, `${r.missedTotal} polls missed`);
+  check('scale', Math.abs(r.polls - r.pollsExpected) <= 1, `${r.polls} polls, ${r.pollsExpected.toFixed(1)} expected`);
+  check('scale', r.acked === r.sent, `acked ${r.acked}, sent ${r.sent}`);
+}
+
+if (want('churn')) {
+  const count = arg('count', 100_000);
+  const rounds = arg('rounds', 2);
+  const settleSeconds = arg('settle', 130);
+  const r = await runInNetns(here('churn.mjs'), ['--inside', JSON.stringify({ count, parallel: 200, bytes: 2000, rounds, settleSeconds, heapSnapshots: true })], {
+    timeoutMs: rounds * (settleSeconds * 1000 + count * 5 + 120_000),
+  });
+  const total = count * rounds;
+  console.log(`churn: ${rounds} x ${count} connections in ${r.roundSeconds.map((s) => s.toFixed(1)).join(', ')} s (${Math.round(count / r.roundSeconds[0])}/s in the first)`);
+  console.log(`  closed (agent) ${r.closed} of ${total}; bytes acked (agent) ${r.acked} = ${r.servedBytes} + ${total} FINs: ${r.acked === r.servedBytes + total ? 'exact' : 'MISMATCH'}; fds ${r.fdStart} -> ${r.fdEnd}; peak RSS ${(r.rssPeakKiB / 1024).toFixed(1)} MiB`);
+  console.log(describeMemory(r));
+  check('churn', r.closed === total, `closed ${r.closed} of ${total}`);
+  check('churn', r.acked === r.servedBytes + total, 'bytes acked');
+  check('churn', r.fdEnd <= r.fdStart, `fds ${r.fdStart} -> ${r.fdEnd}`);
+}
+
+if (want('instrument')) {
+  const count = arg('count', 100_000);
+  const r = await runInNetns(here('churn_instrument.mjs'), ['--inside', JSON.stringify({ count, warmup: 10_000, rounds: 2, parallel: 200, bytes: 2000 })], {
+    timeoutMs: 120_000 + (10_000 + 2 * count) * 10,
+  });
+  console.log(describeChurnInstrument(r));
+  check('instrument', r.chunkEvents === r.total && r.chunks === r.total && r.chunkBytes === r.expectedBytes, `chunks ${r.chunkEvents} of ${r.total}`);
+  check('instrument', r.stallEvents === 0 && r.pending === 0, `stalls ${r.stallEvents}, pending ${r.pending}`);
+  check('instrument', r.lostRecords === 0 && r.inexact === 0, `lost records ${r.lostRecords}, inexact ${r.inexact}`);
+  check('instrument', r.watched === 0 && r.errqueue.orphaned === 0, `reader: ${r.watched} left, ${r.errqueue.orphaned} orphaned`);
+  check('instrument', r.fdEnd === r.fdStart, `fds ${r.fdStart} -> ${r.fdEnd}`);
+}
+
+for (const f of failures) console.log(`FAILED ${f}`);
+console.log(failures.length === 0 ? 'soak: OK' : 'soak: FAILED');
+process.exit(failures.length === 0 ? 0 : 1);

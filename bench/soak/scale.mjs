@@ -14,11 +14,12 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { startWatch } from './churn.mjs';
+import { procKiB, sampleValue, sleep, startWatch } from './common.mjs';
 import { runInNetns } from './netns.mjs';
 
+export { sampleValue };
+
 const HOLD = fileURLToPath(new URL('./hold.py', import.meta.url));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Runs the scale check in a fresh network namespace and resolves with its figures.
@@ -27,22 +28,6 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export function scale({ count, seconds = 30, interval = 1, trickleEvery = 10, trickleBytes = 100 }) {
   const limit = 120_000 + count * 3 + seconds * 1000 * 2;
   return runInNetns(new URL(import.meta.url), ['--inside', count, seconds, interval, trickleEvery, trickleBytes], { timeoutMs: limit });
-}
-
-/** /proc/PID/status fields in KiB. */
-function procKiB(pid) {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const f = (k) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN);
-  return { rss: f('VmRSS'), hwm: f('VmHWM') };
-}
-
-/** A sample's value: `name{labels} v` or `name v`; `match` is a substring the label set must contain. */
-export function sampleValue(text, name, match = '') {
-  for (const l of text.split('\n')) {
-    if (l.startsWith(`${name} `) && match === '') return Number(l.slice(name.length + 1));
-    if (l.startsWith(`${name}{`) && l.includes(match)) return Number(l.slice(l.lastIndexOf(' ') + 1));
-  }
-  return NaN;
 }
 
 /** The stdout lines of a child, awaited one by one (each line is consumed once). */

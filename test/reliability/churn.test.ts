@@ -1,11 +1,13 @@
 // Churn at CI size (5 000 short connections on loopback while watch runs):
 // the per-port aggregates equal the ground truth (connections closed, bytes
-// acknowledged), the agent's fds return to their baseline; RSS growth is
-// printed. Full size: `npm run soak` (bench/soak/run.mjs).
+// acknowledged), the agent's fds return to their baseline; RSS and heap are
+// printed (right after the round: closed connections are still remembered
+// for 120 s). Full size, with a warm-up round and the memory after the table
+// settles: `npm run soak` (bench/soak/run.mjs).
 import { describe, expect, it } from 'vitest';
 import { ensureBuilt } from '../helpers/cli.js';
 // @ts-expect-error -- plain ESM script shared with bench/soak (no types)
-import { churn } from '../../bench/soak/churn.mjs';
+import { churn, describeMemory } from '../../bench/soak/churn.mjs';
 
 interface ChurnResult {
   count: number;
@@ -27,7 +29,7 @@ describe('churn', () => {
     const r = (await churn({ count: 5000, parallel: 100, bytes: 2000 })) as ChurnResult;
     console.log(
       `churn: ${r.count} connections in ${r.seconds.toFixed(1)} s; closed ${r.closed}, acked ${r.acked} B (truth ${r.servedBytes} B + ${r.count} FINs); ` +
-        `agent RSS ${r.rssStartKiB} -> ${r.rssEndKiB} KiB; fds ${r.fdStart} -> ${r.fdEnd}`,
+        `agent RSS ${r.rssStartKiB} -> ${r.rssEndKiB} KiB; fds ${r.fdStart} -> ${r.fdEnd}\n${describeMemory(r)}`,
     );
     expect(r.served).toBe(5000);
     expect(r.received).toBe(r.servedBytes);
