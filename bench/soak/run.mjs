@@ -43,8 +43,9 @@ if (want('scale')) {
   console.log(describeScale(r));
   check('scale', r.established === connections, `${r.established} of ${connections} established`);
   check('scale', r.trackedMin === connections && r.trackedMax === connections, `tracked ${r.trackedMin}..${r.trackedMax}`);
-  check('scale', r.missedTotal === 0, `${r.missedTotal} polls missed`);
-  check('scale', Math.abs(r.polls - r.pollsExpected) <= 1, `${r.polls} polls, ${r.pollsExpected.toFixed(1)} expected`);
+  // As in test/reliability/scale.test.ts: none missed, unless the agent waited for a CPU an interval or more in all.
+  check('scale', r.missedTotal <= Math.floor(r.runQueueWaitSeconds), `${r.missedTotal} polls missed, ${r.runQueueWaitSeconds.toFixed(2)} s waiting for a CPU`);
+  check('scale', Math.abs(r.polls + r.missed - r.pollsExpected) <= 1, `${r.polls} polls + ${r.missed} missed, ${r.pollsExpected.toFixed(1)} expected`);
   check('scale', r.acked === r.sent, `acked ${r.acked}, sent ${r.sent}`);
 }
 

@@ -197,6 +197,10 @@ async function inside([count, seconds, interval, trickleEvery, trickleBytes]) {
     }
     await sleep(2.5 * interval * 1000);
     const final = await sample();
+    // Time the agent's main thread was runnable but given no CPU (other
+    // processes on a loaded machine), since it started: a poll slot can be
+    // lost to that without the agent being slow.
+    const runQueueWaitSeconds = Number(readFileSync(`/proc/${agent.pid}/task/${agent.pid}/schedstat`, 'utf8').trim().split(/\s+/)[1]) / 1e9;
 
     const exact = [];
     const averaged = [];
@@ -229,6 +233,7 @@ async function inside([count, seconds, interval, trickleEvery, trickleBytes]) {
       missed: last.missed - first.missed,
       missedTotal: final.missed,
       pollErrors: final.errors,
+      runQueueWaitSeconds,
       pollMs: {
         exactPolls: exact.length,
         median: quantile(exact, 0.5),
@@ -262,11 +267,11 @@ export function describeScale(r) {
   return [
     `scale: ${r.established} established connections (set up in ${f1(r.setupSeconds)} s by ${r.servers} server and ${r.clientProcs} client processes, ${r.sources} source addresses), watch --interval ${r.interval}s for ${f1(r.windowSeconds)} s (startup incl. first poll ${f1(r.startupSeconds)} s)`,
     `  tracked ${r.trackedMin}..${r.trackedMax}, open gauge ${r.openMin}..${r.openMax}, sockets per dump >= ${r.seenMin}, closed ${r.closed}`,
-    `  polls ${r.polls} in the window (expected ${f1(r.pollsExpected)}), missed ${r.missed} in the window, ${r.missedTotal} since start; poll errors ${r.pollErrors}`,
+    `  polls ${r.polls} in the window (expected ${f1(r.pollsExpected)}), missed ${r.missed} in the window, ${r.missedTotal} since start; poll errors ${r.pollErrors}; the agent waited ${f1(r.runQueueWaitSeconds * 1000)} ms for a CPU since start`,
     `  poll time: median ${f1(r.pollMs.median)} ms, p90 ${f1(r.pollMs.p90)} ms, max ${f1(r.pollMs.max)} ms (${r.pollMs.exactPolls} polls measured one by one; mean of all ${f1(r.pollMs.meanAll)} ms${Number.isFinite(r.pollMs.averagedMax) ? `, worst two-poll average ${f1(r.pollMs.averagedMax)} ms` : ''})`,
     `  scrape (/metrics, default cap of 200 series): median ${f1(r.scrapeMs.median)} ms, max ${f1(r.scrapeMs.max)} ms; owner scans ${r.ownerScans}`,
     `  bytes trickled ${r.sent}, acked (agent, port) ${r.acked}: ${r.acked === r.sent ? 'exact' : 'MISMATCH'}`,
-    `  agent RSS ${f1(r.rssMiB.start)} -> ${f1(r.rssMiB.end)} MiB (max sampled ${f1(r.rssMiB.max)}, peak ${f1(r.rssMiB.peak)}); V8 heap used ${f1(r.heapUsedMiB.start)} -> ${f1(r.heapUsedMiB.end)} MiB (max ${f1(r.heapUsedMiB.max)}), heap total ${f1(r.heapTotalMiB)} MiB, external ${f1(r.externalMiB)} MiB`,
+    `  agent RSS ${f1(r.rssMiB.start)} -> ${f1(r.rssMiB.end)} MiB (max sampled ${f1(r.rssMiB.max)}, peak ${f1(r.rssMiB.peak)}); V8 heap used ${f1(r.heapUsedMiB.start)} -> ${f1(r.heapUsedMiB.end)} MiB (max sampled ${f1(r.heapUsedMiB.max)}), heap total ${f1(r.heapTotalMiB)} MiB, external ${f1(r.externalMiB)} MiB`,
   ].join('\n');
 }
 

@@ -3,9 +3,12 @@
 // 1s` runs for 10 s, in a network namespace of its own (bench/soak/scale.mjs,
 // shared with `npm run soak`, which runs 50 000). Asserted: every connection
 // is tracked and in the per-port open gauge at every scrape, none closed, no
-// poll missed since the agent started, polls in the window = its length in
-// intervals ± 1, the per-port bytes acked equal the bytes trickled. Poll
-// times, scrape times, RSS and heap are printed, not asserted.
+// poll missed since the agent started (unless the agent's main thread
+// waited for a CPU, other processes on a loaded machine, for an interval or
+// more in all: then at most one per interval of such waiting; printed),
+// polls (+ missed) in the window = its length in intervals ± 1, the per-port bytes
+// acked equal the bytes trickled. Poll times, scrape times, RSS and heap
+// are printed, not asserted.
 //
 // And the missed-poll counter itself: an agent stopped (SIGSTOP) for 1 s at
 // a 200 ms interval must count the slots it slept through.
@@ -31,6 +34,7 @@ interface ScaleResult {
   missed: number;
   missedTotal: number;
   pollErrors: number;
+  runQueueWaitSeconds: number;
   pollMs: { exactPolls: number };
   sent: number;
   acked: number;
@@ -52,8 +56,12 @@ describe('scale', () => {
     expect(r.seenMin).toBeGreaterThanOrEqual(count);
     expect(r.closed).toBe(0);
     expect(r.pollErrors).toBe(0);
-    expect(r.missedTotal).toBe(0);
-    expect(Math.abs(r.polls - r.pollsExpected)).toBeLessThanOrEqual(1);
+    // A slot is lost to the machine, not to the agent, only if the agent
+    // waited for a CPU for at least an interval; below that, none may be missed.
+    expect(r.missedTotal).toBeLessThanOrEqual(Math.floor(r.runQueueWaitSeconds / 1));
+    if (r.missedTotal > 0) console.log(`${r.missedTotal} polls missed with ${r.runQueueWaitSeconds.toFixed(2)} s of run-queue wait: allowed`);
+    // Every slot of the window either polled or counted as missed.
+    expect(Math.abs(r.polls + r.missed - r.pollsExpected)).toBeLessThanOrEqual(1);
     expect(r.pollMs.exactPolls).toBeGreaterThan(0);
     expect(r.sent).toBeGreaterThan(0);
     expect(r.acked).toBe(r.sent);
