@@ -8,7 +8,7 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { jsonReplacer } from './redact.js';
-import { queryParams } from './query.js';
+import { apiSlicer, queryParams, rankTop, sendJsonSliced, type RankKeys } from './query.js';
 import { connectionJson, rwndShare, type Connection, type ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
 import type { WatchMetrics } from './metrics.js';
@@ -31,12 +31,21 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
+/** The orders of /api/connections?sort=, as comparators (what SORT_KEYS computes, in slices). */
 export const SORTS = {
   rwnd_share: (a: Connection, b: Connection) => rwndShare(b) - rwndShare(a) || b.rwndLimited - a.rwndLimited,
   stall: (a: Connection, b: Connection) => b.rwndLimited + b.sndbufLimited - (a.rwndLimited + a.sndbufLimited),
   bytes: (a: Connection, b: Connection) => b.bytesAcked - a.bytesAcked,
 } as const;
+/** SORTS as ranking keys (each larger first, ties in table order): the same order. */
+export const SORT_KEYS: Record<keyof typeof SORTS, RankKeys<Connection>> = {
+  rwnd_share: [rwndShare, (c) => c.rwndLimited],
+  stall: [(c) => c.rwndLimited + c.sndbufLimited],
+  bytes: [(c) => c.bytesAcked],
+};
 const MAX_LIMIT = 100_000;
+/** Pages up to this many connections are written in one go (a few ms at most), with a Content-Length. */
+export const ONE_GO_MAX = 200;
 
 export function createApp(deps: HttpDeps): express.Express {
   const app = express();
@@ -61,7 +70,9 @@ export function createApp(deps: HttpDeps): express.Express {
     res.status(h.ok ? 200 : 503).json(h);
   });
 
-  app.get('/api/connections', (req: Request, res: Response) => {
+  // Ranked and written in slices (agent/export/query.ts): a page of 50k
+  // connections is about a second of work that polls must not wait behind.
+  app.get('/api/connections', async (req: Request, res: Response) => {
     const q = queryParams(req, res, ['sort', 'limit']);
     if (q === undefined) return;
     const sort = q.sort ?? 'stall';
@@ -75,10 +86,14 @@ export function createApp(deps: HttpDeps): express.Express {
       res.status(400).json({ error: `limit must be an integer from 1 to ${MAX_LIMIT}` });
       return;
     }
-    const all = [...deps.table.open.values()].sort(SORTS[sort as keyof typeof SORTS]);
-    const page = all.slice(0, limit);
+    await apiSlicer.maybeYield(); // its turn first: the copy below is a pass over the table
+    const all = [...deps.table.open.values()];
+    const page = await rankTop(all, SORT_KEYS[sort as keyof typeof SORTS], limit, apiSlicer);
+    if (res.destroyed) return; // the client went away meanwhile
     for (const c of page) if (c.owner === undefined) deps.owners?.request(c);
-    res.json({ total: all.length, sort, connections: page.map(connectionJson) });
+    const head = { total: all.length, sort };
+    if (page.length <= ONE_GO_MAX) res.json({ ...head, connections: page.map(connectionJson) });
+    else await sendJsonSliced(req, res, head, 'connections', page, connectionJson, apiSlicer);
   });
 
   // The live page (agent/export/live.ts, agent/export/page/): / and its two files, and its data.

@@ -10,7 +10,7 @@ import type { Request, Response } from 'express';
 import { shares, type Shares } from '../model/classify.js';
 import { connectionJson, type Connection, type ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
-import { queryParams } from './query.js';
+import { apiSlicer, queryParams, rankTop, rankTopSync, type Slicer, type RankKeys } from './query.js';
 
 export interface TimelinePoint {
   /** Epoch ms of the poll. */
@@ -19,6 +19,9 @@ export interface TimelinePoint {
 }
 
 const MAX_WORST = 200;
+
+/** Worst first: most recent stall (decayed), then stalled seconds, then recent bytes. */
+const WORST: RankKeys<Connection> = [(c) => c.recentStall, (c) => c.rwndLimited + c.sndbufLimited, (c) => c.recentBytes];
 
 export class LiveView {
   private readonly points: TimelinePoint[] = [];
@@ -30,27 +33,44 @@ export class LiveView {
     private readonly keep = 300,
   ) {}
 
-  /** Records the latest poll's per-port shares, once per poll. */
+  /**
+   * Records the latest poll's per-port shares, once per poll. One
+   * synchronous pass (a few ms for 50k connections): the connections of the
+   * latest poll are summed as they are met, the sums restarted whenever a
+   * later poll time turns up, so the point is of one poll, whole.
+   */
   sample(): void {
     let poll = 0;
-    for (const c of this.table.open.values()) if (c.lastSeen > poll) poll = c.lastSeen;
-    if (poll <= this.lastPoll) return;
-    this.lastPoll = poll;
-    const sums = new Map<string, { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number; connections: number }>();
+    type Sums = { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number; connections: number };
+    let sums = new Map<string, Sums>();
+    let lastPort: string | undefined;
+    let last: Sums | undefined;
     for (const c of this.table.open.values()) {
+      if (c.lastSeen < poll) continue;
+      if (c.lastSeen > poll) {
+        poll = c.lastSeen;
+        sums = new Map();
+        lastPort = undefined;
+      }
+      if (poll <= this.lastPoll) continue; // that poll is sampled already
       const d = c.delta;
-      if (c.lastSeen !== poll || !(d.seconds > 0)) continue;
-      let s = sums.get(c.port);
+      if (!(d.seconds > 0)) continue;
+      // Connections of one port tend to come together: skip the Map lookup then.
+      let s = c.port === lastPort ? last : sums.get(c.port);
       if (s === undefined) {
         s = { seconds: 0, busy: 0, rwndLimited: 0, sndbufLimited: 0, connections: 0 };
         sums.set(c.port, s);
       }
+      lastPort = c.port;
+      last = s;
       s.connections++;
       s.seconds += d.seconds;
       s.busy += d.busy;
       s.rwndLimited += d.rwndLimited;
       s.sndbufLimited += d.sndbufLimited;
     }
+    if (poll <= this.lastPoll) return;
+    this.lastPoll = poll;
     const ports: TimelinePoint['ports'] = {};
     for (const [port, s] of sums) {
       ports[port] = { ...shares({ span: s.seconds, busy: s.busy, rwndLimited: s.rwndLimited, sndbufLimited: s.sndbufLimited }), connections: s.connections, seconds: s.seconds };
@@ -59,16 +79,27 @@ export class LiveView {
     if (this.points.length > this.keep) this.points.splice(0, this.points.length - this.keep);
   }
 
-  /** Worst connections first: most recent stall (decayed), then stalled seconds, then bytes. */
-  worst(limit: number): Connection[] {
+  /**
+   * Worst connections first: most recent stall (decayed), then stalled
+   * seconds, then bytes; ties in table order (what sorting them all gave).
+   * A bounded heap over the table, in slices with a slicer.
+   */
+  worst(limit: number, slicer?: Slicer): Connection[] | Promise<Connection[]> {
     const all = [...this.table.open.values()];
-    all.sort((a, b) => b.recentStall - a.recentStall || b.rwndLimited + b.sndbufLimited - (a.rwndLimited + a.sndbufLimited) || b.recentBytes - a.recentBytes);
-    return all.slice(0, limit);
+    return slicer === undefined ? rankTopSync(all, WORST, limit) : rankTop(all, WORST, limit, slicer);
   }
 
-  overview(limit: number, since: number): Record<string, unknown> {
+  /**
+   * The page's data. The timeline point and the per-port figures are each
+   * one synchronous pass over the table (a poll's figures, whole); the worst
+   * connections are ranked in slices (see agent/export/query.ts).
+   */
+  async overview(limit: number, since: number): Promise<Record<string, unknown>> {
+    await apiSlicer.maybeYield(); // its turn first: sample() is a pass over the table
     this.sample();
-    const worst = this.worst(limit);
+    await apiSlicer.maybeYield();
+    const worst = await this.worst(limit, apiSlicer);
+    await apiSlicer.maybeYield(); // the per-port counts below: one more pass
     for (const c of worst) if (c.owner === undefined) this.owners?.request(c);
     return {
       now: Date.now(),
@@ -85,7 +116,7 @@ export class LiveView {
     };
   }
 
-  handler = (req: Request, res: Response): void => {
+  handler = async (req: Request, res: Response): Promise<void> => {
     const q = queryParams(req, res, ['limit', 'since']);
     if (q === undefined) return;
     const limit = /^\d{1,9}$/.test(q.limit ?? '20') ? Number(q.limit ?? '20') : NaN;
@@ -98,7 +129,8 @@ export class LiveView {
       res.status(400).json({ error: 'since must be a time in epoch milliseconds' });
       return;
     }
-    res.set('cache-control', 'no-store').json(this.overview(limit, since));
+    const body = await this.overview(limit, since);
+    res.set('cache-control', 'no-store').json(body);
   };
 }
 

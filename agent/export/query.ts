@@ -1,5 +1,8 @@
-// Query parameters of the API routes, checked the same way everywhere.
+// Query parameters of the API routes, checked the same way everywhere; and
+// their large results, ranked and written in slices (below).
+import { performance } from 'node:perf_hooks';
 import type { Request, Response } from 'express';
+import { RENDER_SLICE_MS } from './metrics.js';
 
 /**
  * The named query parameters as single strings (absent: undefined), or
@@ -22,4 +25,280 @@ export function queryParams<K extends string>(req: Request, res: Response, names
     out[n] = v;
   }
   return out;
+}
+
+// ---- results of the API routes over the whole connection table ----
+//
+// With tens of thousands of connections, ranking them and writing the JSON
+// of a large page are tens to hundreds of milliseconds of work on the loop
+// that runs the polls. Both are done in slices of about RENDER_SLICE_MS (as
+// /metrics is), handing the loop back between them, and the JSON goes out in
+// writes of ~64 KiB that wait for the client ('drain'): a slow reader holds
+// one write's worth of memory, not the whole body.
+
+/**
+ * Slices of work that hand the event loop back: at most about
+ * RENDER_SLICE_MS of sliced work per loop turn, however many responses are
+ * being built at once. A response that has had its slice waits for a later
+ * turn (setImmediate: timers, and the polls, run first), and waiting
+ * responses resume one per turn, in the order they stopped: four large
+ * requests at once interleave and hold the loop for one slice at a time, not
+ * one slice each back to back.
+ */
+export class Slicer {
+  private since = -Infinity;
+  private readonly waiting: Array<() => void> = [];
+  private scheduled = false;
+  /** Times a response waited for a later turn. */
+  yields = 0;
+
+  /** Resolves at once while this turn's slice lasts, else in a later turn. */
+  async maybeYield(): Promise<void> {
+    if (performance.now() - this.since < RENDER_SLICE_MS) return;
+    this.yields++;
+    await new Promise<void>((resolve) => {
+      this.waiting.push(resolve);
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.since = performance.now();
+      this.waiting.shift()?.();
+      if (this.waiting.length > 0) this.schedule();
+    });
+  }
+}
+
+/** The slicer the API routes share (one slice per loop turn between them all). */
+export const apiSlicer = new Slicer();
+
+/** Ranking keys of an item, compared in order, each larger first. */
+export type RankKeys<T> = ReadonlyArray<(x: T) => number>;
+
+/** Work between two chances to hand the loop back (a few hundred µs at most). */
+const STEP = 2048;
+
+/**
+ * The first `limit` items in the order of a stable sort by `keys` (each
+ * descending, ties in input order): exactly what
+ * `[...items].sort((a, b) => k0(b) - k0(a) || k1(b) - k1(a) || …).slice(0, limit)`
+ * returns for finite keys (NaN ranks last). A bounded heap when `limit` is
+ * small against the table (O(n log limit)), a merge sort otherwise; keys are
+ * read once per item. With a slicer, in slices: a poll in between may move
+ * later items' keys on, and the ranking then mixes the two polls, as two
+ * requests a moment apart would.
+ */
+export async function rankTop<T>(items: readonly T[], keys: RankKeys<T>, limit: number, slicer: Slicer): Promise<T[]> {
+  const steps = ranking(items, keys, limit);
+  for (let r = steps.next(); ; r = steps.next()) {
+    if (r.done === true) return r.value;
+    await slicer.maybeYield();
+  }
+}
+
+/** rankTop in one go (for pages small against the table: the heap). */
+export function rankTopSync<T>(items: readonly T[], keys: RankKeys<T>, limit: number): T[] {
+  const steps = ranking(items, keys, limit);
+  for (let r = steps.next(); ; r = steps.next()) if (r.done === true) return r.value;
+}
+
+// The ranking, yielding every STEP items of work (the caller decides whether to hand the loop back).
+function* ranking<T>(items: readonly T[], keys: RankKeys<T>, limit: number): Generator<void, T[]> {
+  const n = items.length;
+  const k = Math.max(0, Math.min(limit, n));
+  const cols = keys.map(() => new Float64Array(n));
+  for (let lo = 0; lo < n; lo += STEP) {
+    const hi = Math.min(n, lo + STEP);
+    for (let j = 0; j < keys.length; j++) {
+      const f = keys[j]!;
+      const col = cols[j]!;
+      for (let i = lo; i < hi; i++) {
+        const v = f(items[i]!);
+        col[i] = Number.isNaN(v) ? -Infinity : v;
+      }
+    }
+    yield;
+  }
+  // before(x, y): item x ranks before item y (a strict total order on indices).
+  const before = (x: number, y: number): boolean => {
+    for (let j = 0; j < cols.length; j++) {
+      const col = cols[j]!;
+      const a = col[x]!;
+      const b = col[y]!;
+      if (a !== b) return a > b;
+    }
+    return x < y;
+  };
+  const order = k * 4 < n ? yield* heapTop(n, k, before) : yield* mergeSort(n, before);
+  const out = new Array<T>(k);
+  for (let i = 0; i < k; i++) out[i] = items[order[i]!]!;
+  return out;
+}
+
+/** The k first indices of 0..n-1 by `before`, in order: a heap of the k best so far, its worst at the root. */
+function* heapTop(n: number, k: number, before: (x: number, y: number) => boolean): Generator<void, ArrayLike<number>> {
+  const heap: number[] = [];
+  if (k === 0) return heap;
+  const down = (i: number): void => {
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < heap.length && before(heap[m]!, heap[l]!)) m = l;
+      if (r < heap.length && before(heap[m]!, heap[r]!)) m = r;
+      if (m === i) return;
+      const t = heap[i]!;
+      heap[i] = heap[m]!;
+      heap[m] = t;
+      i = m;
+    }
+  };
+  for (let i = 0; i < n; i++) {
+    if (heap.length < k) {
+      heap.push(i);
+      for (let j = heap.length - 1; j > 0; ) {
+        const p = (j - 1) >> 1;
+        if (!before(heap[p]!, heap[j]!)) break;
+        const t = heap[j]!;
+        heap[j] = heap[p]!;
+        heap[p] = t;
+        j = p;
+      }
+    } else if (before(i, heap[0]!)) {
+      heap[0] = i;
+      down(0);
+    }
+    if (i % STEP === STEP - 1) yield;
+  }
+  return heap.sort((x, y) => (before(x, y) ? -1 : 1));
+}
+
+/** 0..n-1 ordered by `before`: runs of STEP sorted, then merged bottom-up. */
+function* mergeSort(n: number, before: (x: number, y: number) => boolean): Generator<void, ArrayLike<number>> {
+  let a = new Uint32Array(n);
+  for (let i = 0; i < n; i++) a[i] = i;
+  const cmp = (x: number, y: number): number => (before(x, y) ? -1 : 1);
+  for (let lo = 0; lo < n; lo += STEP) {
+    a.subarray(lo, Math.min(n, lo + STEP)).sort(cmp);
+    yield;
+  }
+  let b = new Uint32Array(n);
+  let work = 0;
+  for (let width = STEP; width < n; width *= 2) {
+    for (let lo = 0; lo < n; lo += 2 * width) {
+      const mid = Math.min(n, lo + width);
+      const hi = Math.min(n, lo + 2 * width);
+      let i = lo;
+      let j = mid;
+      for (let o = lo; o < hi; o++) {
+        b[o] = i < mid && (j >= hi || before(a[i]!, a[j]!)) ? a[i++]! : a[j++]!;
+        if (++work === STEP) {
+          work = 0;
+          yield;
+        }
+      }
+    }
+    const t = a;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+type Replacer = (this: unknown, key: string, value: unknown) => unknown;
+
+/** Bytes (about: UTF-16 units) gathered before one write to the response. */
+const WRITE_CHARS = 64 * 1024;
+
+/** Resolves when `res` can take more ('drain') or is gone ('close'). */
+function drained(res: Response): Promise<void> {
+  return new Promise((resolve) => {
+    if (res.destroyed) {
+      resolve();
+      return;
+    }
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+/**
+ * Answers `{ ...head, [key]: items.map(toJson) }` with the bytes res.json()
+ * would send (the app's `json replacer`, no spacing; Content-Type
+ * application/json; charset=utf-8), without building it in one go: each
+ * item is converted and stringified in turn, in slices handing the loop back
+ * (see Slicer), and written in pieces of ~64 KiB that wait for 'drain'. No
+ * Content-Length (chunked). A HEAD request gets the headers only. Items are
+ * read as they are reached: a poll in between may move a later item's
+ * figures on (it then shows the newer ones, as a later request would).
+ *
+ * With settings whose output cannot be put together piecewise (`json
+ * spaces`, `json escape`) it falls back to res.json().
+ */
+export async function sendJsonSliced<T>(
+  req: Request,
+  res: Response,
+  head: Record<string, unknown>,
+  key: string,
+  items: readonly T[],
+  toJson: (x: T) => unknown,
+  slicer: Slicer,
+): Promise<void> {
+  const app = req.app;
+  const replacer = app.get('json replacer') as Replacer | undefined;
+  const envelope = JSON.stringify({ ...head, [key]: [] }, replacer);
+  if (Boolean(app.get('json spaces')) || Boolean(app.get('json escape')) || !envelope.endsWith('[]}')) {
+    res.json({ ...head, [key]: items.map(toJson) });
+    return;
+  }
+  res.set('Content-Type', 'application/json; charset=utf-8');
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  // As JSON.stringify does for an array element: the replacer sees it under its
+  // index first, then its members (the root call of the inner stringify is skipped).
+  const element = (value: unknown, index: number): string => {
+    if (replacer === undefined) return JSON.stringify(value) ?? 'null';
+    const v = replacer.call(undefined, String(index), value);
+    let root = true;
+    const inner = function (this: unknown, k: string, x: unknown): unknown {
+      if (root) {
+        root = false;
+        return x;
+      }
+      return replacer.call(this, k, x);
+    };
+    return JSON.stringify(v, inner) ?? 'null';
+  };
+  let pieces: string[] = [envelope.slice(0, -2)]; // through the array's "["
+  let size = pieces[0]!.length;
+  for (let i = 0; i < items.length; i++) {
+    const piece = element(toJson(items[i]!), i);
+    pieces.push(i === 0 ? piece : `,${piece}`);
+    size += piece.length + 1;
+    if (size >= WRITE_CHARS) {
+      const more = res.write(pieces.join(''));
+      pieces = [];
+      size = 0;
+      if (!more) await drained(res);
+      if (res.destroyed) return;
+    }
+    if ((i & 15) === 15) {
+      await slicer.maybeYield();
+      if (res.destroyed) return; // the client went away: nothing more to do
+    }
+  }
+  pieces.push(']}');
+  if (!res.destroyed) res.end(pieces.join(''));
 }
