@@ -375,10 +375,11 @@ describe('proxy: upstream faults in one run', () => {
       served * HEALTHY.length + all.filter((o) => o.fault === 'headers').reduce((s, o) => s + headersSent(o.id).length, 0) + all.filter((o) => o.fault === 'reset').length * RESET_PART.length,
     );
 
-    // Every response begun is one chunk record: delivered (the complete ones), or
-    // stalled (cut short by a reset or a FIN: no ACK record was asked for their last byte).
-    expect(m.get('tcp_chrono_chunks_total')).toBe(served);
-    expect(m.get('tcp_chrono_chunk_stalls_total')).toBe(count('reset') + count('headers'));
+    // Every response begun is one chunk record: the complete ones delivered,
+    // those cut short by a reset or a FIN delivered or stalled (today stalled:
+    // no ACK record was asked for their last byte, it was not known to be last).
+    expect(m.get('tcp_chrono_chunks_total')! + m.get('tcp_chrono_chunk_stalls_total')!).toBe(served + count('reset') + count('headers'));
+    expect(m.get('tcp_chrono_chunks_total')).toBeGreaterThanOrEqual(served);
 
     // No leak: every socket of the faults closed, fds back to the baseline.
     expect(fdAfterFaults).toBeLessThanOrEqual(fdBase);
