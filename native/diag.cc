@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common.h"
+#include "netlink_scan.h"
 
 namespace chrono {
 namespace {
@@ -166,26 +167,14 @@ int ReceiveDump(int fd, uint32_t seq, RawBuf& out, const char** syscall) {
       return EMSGSIZE;
     }
     if (from.nl_pid != 0) continue;  // not from the kernel
-    bool done = false, stale = false;
-    int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(dst); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-      if (h->nlmsg_seq != seq) {
-        stale = true;
-        break;
-      }
-      if (h->nlmsg_type == NLMSG_DONE) done = true;
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
-        if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(int)) && e->error != 0) {
-          *syscall = "sock_diag dump";
-          return -e->error;
-        }
-        done = true;  // an ACK ends the exchange too
-      }
+    DumpScan scan = ScanDumpDatagram(dst, static_cast<size_t>(n), seq);
+    if (scan.error != 0) {
+      *syscall = "sock_diag dump";
+      return scan.error;
     }
-    if (stale) continue;
+    if (scan.stale) continue;
     AppendAligned(out, static_cast<size_t>(n));
-    if (done) return 0;
+    if (scan.done) return 0;
   }
 }
 

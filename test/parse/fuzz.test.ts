@@ -4,9 +4,15 @@
 // parseOptStats, parseCmsgs and parseErrqueueBatch never throw at all.
 // Termination is by construction (every walk advances by at least 4 bytes);
 // a regression would hang this file rather than pass it.
-// More runs: FUZZ_RUNS=100000 npx vitest run test/parse/fuzz
+// More runs: FUZZ_RUNS=100000 npx vitest run test/parse/fuzz (npm run fuzz); the native
+// side's one walk over kernel bytes: scripts/fuzz-native.sh (libFuzzer).
+import { once } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { native } from '../../agent/native.js';
+import { AF_INET, INET_DIAG_CONG, INET_DIAG_INFO, INET_DIAG_SKMEMINFO, extMask, parseDiagBatch, portFilterBytecode, stateMask } from '../../agent/parse/inet_diag.js';
+import { DEFAULT_STATES } from '../../agent/sources/diag.js';
 import { parseCmsgs } from '../../agent/parse/cmsg.js';
 import { ParseError } from '../../agent/parse/errors.js';
 import { parseErrqueueBatch, type ErrqueueBatch } from '../../agent/parse/errqueue.js';
@@ -237,5 +243,81 @@ describe('fuzz: parseErrqueueBatch never throws', () => {
       }),
       opts,
     );
+  });
+});
+
+describe('fuzz: parseDiagBatch never throws (netlink messages and attributes)', () => {
+  // The seed is a real dump of this kernel: a loopback connection of this
+  // process, with the extensions watch asks for (tcp_info, congestion, skmem).
+  let seed = Buffer.alloc(0);
+  const servers: Server[] = [];
+  const socks: Socket[] = [];
+  beforeAll(async () => {
+    const srv = createServer((s) => socks.push(s));
+    servers.push(srv);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const c = connect((srv.address() as { port: number }).port, '127.0.0.1');
+    socks.push(c);
+    await once(c, 'connect');
+    c.write(Buffer.alloc(64 * 1024));
+    const port = (srv.address() as { port: number }).port;
+    // Only our port (kernel bytecode): the namespace may hold many other sockets.
+    const dump = (native() as unknown as { diagDump(family: number, states: number, ext: number, bc?: Buffer): Buffer }).diagDump(
+      AF_INET,
+      stateMask(DEFAULT_STATES),
+      extMask([INET_DIAG_INFO, INET_DIAG_CONG, INET_DIAG_SKMEMINFO]),
+      portFilterBytecode([{ from: port, to: port }]),
+    );
+    seed = Buffer.from(dump);
+  });
+  afterAll(() => {
+    for (const s of socks) s.destroy();
+    for (const s of servers) s.close();
+  });
+
+  /** nlmsghdr lengths, and the rtattr lengths after each inet_diag_msg (72 bytes). */
+  const diagFields = (b: Buffer): Field[] => {
+    const out: Field[] = [];
+    for (let m = 0; m + 16 <= b.length; ) {
+      const len = b.readUInt32LE(m);
+      if (len < 16) break;
+      out.push({ off: m, width: 4 });
+      for (let a = m + 16 + 72; a + 4 <= m + len; a += (b.readUInt16LE(a) + 3) & ~3) {
+        out.push({ off: a, width: 2 });
+        if (b.readUInt16LE(a) < 4) break;
+      }
+      m += (len + 3) & ~3;
+    }
+    return out;
+  };
+
+  const check = (input: Buffer): void => {
+    const b = parseDiagBatch(input);
+    must(b.decoded + b.filtered + b.parseErrors <= Math.ceil(input.length / 16) + 1, 'more outcomes than messages');
+    for (const s of b.sockets) {
+      must(Number.isInteger(s.localPort) && s.localPort >= 0 && s.localPort <= 0xffff, `port ${s.localPort}`);
+      // The lazily decoded parts, as the table and the exporters read them.
+      const ch = s.chrono;
+      if (ch !== undefined) for (const v of [ch.busyTime, ch.rwndLimited, ch.sndbufLimited, ch.bytesAcked, ch.rtt, ch.sndCwnd, ch.sndMss]) must(Number.isFinite(v), 'chrono');
+      void s.info;
+      void s.cong;
+      const m = s.skmem;
+      if (m !== undefined) must(Number.isFinite(m.sndbuf) && Number.isFinite(m.wmemQueued), 'skmem');
+    }
+  };
+
+  it('the seed is a real dump with our connection in it', () => {
+    const b = parseDiagBatch(seed);
+    expect(b.done).toBe(true);
+    expect(b.parseErrors).toBe(0);
+    expect(b.sockets.filter((s) => s.chrono !== undefined && s.skmem !== undefined).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('mutated kernel dumps', () => {
+    fc.assert(fc.property(mutated(seed, diagFields(seed)), check), opts);
+  });
+
+  it('random bytes', () => {
+    fc.assert(fc.property(bytes(2048), check), opts);
   });
 });
