@@ -41,7 +41,7 @@ export class LiveView {
    */
   sample(): void {
     let poll = 0;
-    type Sums = { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number; connections: number };
+    type Sums = { seconds: number; busy: number; rwndLimited: number; sndbufLimited: number; sndbufBound: number; connections: number };
     let sums = new Map<string, Sums>();
     let lastPort: string | undefined;
     let last: Sums | undefined;
@@ -58,7 +58,7 @@ export class LiveView {
       // Connections of one port tend to come together: skip the Map lookup then.
       let s = c.port === lastPort ? last : sums.get(c.port);
       if (s === undefined) {
-        s = { seconds: 0, busy: 0, rwndLimited: 0, sndbufLimited: 0, connections: 0 };
+        s = { seconds: 0, busy: 0, rwndLimited: 0, sndbufLimited: 0, sndbufBound: 0, connections: 0 };
         sums.set(c.port, s);
       }
       lastPort = c.port;
@@ -68,12 +68,13 @@ export class LiveView {
       s.busy += d.busy;
       s.rwndLimited += d.rwndLimited;
       s.sndbufLimited += d.sndbufLimited;
+      s.sndbufBound += d.sndbufBound;
     }
     if (poll <= this.lastPoll) return;
     this.lastPoll = poll;
     const ports: TimelinePoint['ports'] = {};
     for (const [port, s] of sums) {
-      ports[port] = { ...shares({ span: s.seconds, busy: s.busy, rwndLimited: s.rwndLimited, sndbufLimited: s.sndbufLimited }), connections: s.connections, seconds: s.seconds };
+      ports[port] = { ...shares({ span: s.seconds, busy: s.busy, rwndLimited: s.rwndLimited, sndbufLimited: s.sndbufLimited, sndbufBound: s.sndbufBound }), connections: s.connections, seconds: s.seconds };
     }
     this.points.push({ t: poll, ports });
     if (this.points.length > this.keep) this.points.splice(0, this.points.length - this.keep);
@@ -106,12 +107,12 @@ export class LiveView {
       connections: this.table.open.size,
       ports: [...this.table.openCounts()].map(([port, open]) => {
         const a = this.table.aggregates.get(port)!;
-        return { port, open, busySeconds: a.busy, rwndLimitedSeconds: a.rwndLimited, sndbufLimitedSeconds: a.sndbufLimited, bytesAcked: a.bytesAcked, closed: a.closed };
+        return { port, open, busySeconds: a.busy, rwndLimitedSeconds: a.rwndLimited, sndbufLimitedSeconds: a.sndbufLimited, sndbufBoundSeconds: a.sndbufBound, bytesAcked: a.bytesAcked, closed: a.closed };
       }),
       timeline: this.points.filter((p) => p.t > since),
       worst: worst.map((c) => ({
         ...connectionJson(c),
-        lastShares: c.delta.seconds > 0 ? shares({ span: c.delta.seconds, busy: c.delta.busy, rwndLimited: c.delta.rwndLimited, sndbufLimited: c.delta.sndbufLimited }) : null,
+        lastShares: c.delta.seconds > 0 ? shares({ span: c.delta.seconds, busy: c.delta.busy, rwndLimited: c.delta.rwndLimited, sndbufLimited: c.delta.sndbufLimited, sndbufBound: c.delta.sndbufBound }) : null,
       })),
     };
   }

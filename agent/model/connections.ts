@@ -343,7 +343,7 @@ export class ConnectionTable {
     c.bytesRetrans += d.bytesRetrans;
     // Decay by wall time so the ranking does not depend on the poll interval.
     const keep = d.seconds > 0 ? Math.exp(-d.seconds / this.opts.recentTauSeconds) : 1;
-    c.recentStall = c.recentStall * keep + d.rwndLimited + d.sndbufLimited;
+    c.recentStall = c.recentStall * keep + d.rwndLimited + d.sndbufLimited + d.sndbufBound;
     c.recentBytes = c.recentBytes * keep + d.bytesAcked;
     c.lastSeen = now;
     // A destroyed socket reports state close; keep the last live state for display.
