@@ -131,7 +131,7 @@ export function describeChurnInstrument(r) {
   ];
   const a = r.memory.find((s) => s.label === 'after round 1');
   const b = r.memory.at(-1);
-  if (r.rounds > 1) lines.push(`  growth across rounds 2..${r.rounds}: RSS ${m(b.rss - a.rss)} MiB, heap used ${m(b.heapUsed - a.heapUsed)} MiB`);
+  if (r.rounds > 1) lines.push(`  growth across round${r.rounds > 2 ? `s 2..${r.rounds}` : ' 2'} (after round 1 -> after round ${r.rounds}): RSS ${m(b.rss - a.rss)} MiB, heap used ${m(b.heapUsed - a.heapUsed)} MiB`);
   return lines.join('\n');
 }
 
