@@ -3,14 +3,17 @@
 // the problem and the fix, never a stack trace. Runs the built CLI; the
 // privilege cases run it as nobody with no capabilities (setpriv), since the
 // tests run as root; for the same reason proxy, top and diagnose get
-// --allow-root through their variables, but in the cases about that refusal. Not covered: a kernel too old for the chronographs (4.10)
-// or for pidfd_getfd (5.6) cannot be had on this machine; their sentences are
-// tested where they are built (test/watch, test/attach/errors.test.ts).
-import { spawn, type ChildProcess } from 'node:child_process';
+// --allow-root through their variables, but in the cases about that refusal.
+// An old kernel: attach runs under a seccomp filter that makes pidfd_open and
+// pidfd_getfd answer ENOSYS, as Linux < 5.6 does (test/helpers/nosys.c). A
+// kernel too old for the chronographs themselves (4.10: a shorter tcp_info)
+// cannot be imitated that way; that sentence is tested where it is built.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, runCli } from '../helpers/cli.js';
 
@@ -21,6 +24,7 @@ let busyPort = 0;
 let closedPort = 0;
 let busy: net.Server;
 let sleeper: ChildProcess;
+let nosys = '';
 
 interface Case {
   name: string;
@@ -29,6 +33,8 @@ interface Case {
   nobody?: boolean;
   /** As root without --allow-root (proxy, top and diagnose refuse). */
   root?: boolean;
+  /** Under test/helpers/nosys.c: pidfd_open/pidfd_getfd fail with ENOSYS, as on Linux < 5.6. */
+  oldKernel?: boolean;
   code: 1 | 2;
   /** What the sentence must say (the problem, and where there is one, the fix). */
   says: RegExp;
@@ -99,6 +105,8 @@ const CASES: Case[] = [
   { name: 'nobody: unreadable token file', nobody: true, args: () => ['watch', '--auth-token-file', f('secret-token')], code: 2, says: /cannot read the token file: permission denied/ },
   { name: 'nobody: privileged port', nobody: true, args: ['watch', '--listen', '127.0.0.1:80'], code: 1, says: /permission denied \(ports below 1024 need CAP_NET_BIND_SERVICE\)/ },
   { name: 'nobody: attach without CAP_SYS_PTRACE', nobody: true, args: () => ['attach', '--pid', String(sleeper.pid)], code: 1, says: /attach needs CAP_SYS_PTRACE over the target/ },
+  // runtime: a kernel too old for the mode (the syscall answers ENOSYS, as it does there)
+  { name: 'old kernel: attach without pidfd_getfd', oldKernel: true, args: () => ['attach', '--pid', String(sleeper.pid)], code: 1, says: /this kernel has no pidfd_getfd\(\): attach needs Linux 5\.6 or later \(use `tcp-chronograph proxy` or `watch` instead\)$/ },
   { name: 'nobody: events file not writable', nobody: true, args: () => ['proxy', '--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:1', '--metrics-listen', '127.0.0.1:0', '--events', f('ro/x.jsonl')], code: 1, says: /permission denied/ },
 ];
 
@@ -119,6 +127,8 @@ beforeAll(async () => {
   closedPort = (probe.address() as net.AddressInfo).port;
   await new Promise((r) => probe.close(r));
   sleeper = spawn('sleep', ['120'], { stdio: 'ignore' });
+  nosys = f('nosys');
+  execFileSync('cc', ['-O2', '-o', nosys, fileURLToPath(new URL('../helpers/nosys.c', import.meta.url))]);
 });
 
 afterAll(() => {
@@ -137,7 +147,8 @@ describe('bad input from people: exit 2 (usage) or 1 (runtime), one sentence, no
     // Only the case's own variables: none inherited from the test's environment.
     const allowRoot = c.root === true ? {} : { TCP_CHRONOGRAPH_PROXY_ALLOW_ROOT: '1', TCP_CHRONOGRAPH_TOP_ALLOW_ROOT: '1', TCP_CHRONOGRAPH_DIAGNOSE_ALLOW_ROOT: '1' };
     const env: Record<string, string> = { TCP_CHRONOGRAPH_LOG_FORMAT: 'json', ...allowRoot, ...c.env };
-    const r = runCli(args, { env, ...(c.nobody === true && { prefix: NOBODY }), timeoutMs: 15_000 });
+    const prefix = c.nobody === true ? NOBODY : c.oldKernel === true ? [nosys] : undefined;
+    const r = runCli(args, { env, ...(prefix !== undefined && { prefix }), timeoutMs: 15_000 });
     const lines = r.stderr.split('\n').filter((l) => l !== '');
     expect({ code: r.code, stderr: r.stderr }).toMatchObject({ code: c.code });
     expect(lines).toHaveLength(1);
