@@ -382,13 +382,14 @@ function scoreAttach(scn: Scenario, records: AttachChunk[], client: ClientOutput
     const busy = sum((c) => c.busy);
     const rwnd = sum((c) => c.rwndLimited);
     const sndbuf = sum((c) => c.sndbufLimited);
-    const verdict = classify({ span, busy, rwndLimited: rwnd, sndbufLimited: sndbuf });
+    const bound = sum((c) => c.sndbufBound ?? 0);
+    const verdict = classify({ span, busy, rwndLimited: rwnd, sndbufLimited: sndbuf, sndbufBound: bound });
     const alone = mine.filter((c) => c.limit === 'unknown').length;
     const covered = last.offset + last.bytes - from;
     const figs =
       `${mine.length} sendmsg chunks (${alone} unknown alone), ${covered}/${to - from} bytes; ` +
       `span ${(span * 1000).toFixed(0)} ms (first clipped ${(clip * 1000).toFixed(0)} ms), busy ${(busy / Math.max(span, 1e-9)).toFixed(2)}, ` +
-      `rwnd ${(rwnd / Math.max(busy, 1e-9)).toFixed(2)} sndbuf ${(sndbuf / Math.max(busy, 1e-9)).toFixed(2)} of busy`;
+      `rwnd ${(rwnd / Math.max(busy, 1e-9)).toFixed(2)} sndbuf ${(sndbuf / Math.max(busy, 1e-9)).toFixed(2)}${bound > 0 ? ` (+${(bound / Math.max(busy, 1e-9)).toFixed(2)} bound)` : ''} of busy`;
     if (seg.truth === 'warmup') {
       out.excluded.push({ source, scenario: scn.name, item, reason: 'warm-up' });
       out.detail.push(`attach ${item}: warm-up, not scored (verdict ${verdict}; ${figs})`);

@@ -86,6 +86,8 @@ export interface AttachOptions {
   batchMs: number;
   /** false: attach to nothing, only clean up stale timestamping (--cleanup-only). */
   attach: boolean;
+  /** The sndbuf-bound evidence of a socket, by inode, from a sock_diag table (RecordChunker's bufferBound). */
+  bufferBound?: (inode: number) => boolean;
 }
 
 export interface AttachedSocket {
@@ -356,8 +358,14 @@ export class Attacher extends EventEmitter {
         return false;
       }
       const s = this.register(h, targetFd);
+      const bound = this.opts.bufferBound;
       (s as { chunker: RecordChunker }).chunker = new RecordChunker(
-        { sched: this.opts.sched, stallAfter: this.opts.stallAfter, maxPending: this.opts.maxPendingChunks },
+        {
+          sched: this.opts.sched,
+          stallAfter: this.opts.stallAfter,
+          maxPending: this.opts.maxPendingChunks,
+          ...(bound !== undefined && { bufferBound: () => bound(h.inode) }),
+        },
         (c) => {
           if (c.stalled) this.counters.stalls++;
           else this.counters.chunks++;

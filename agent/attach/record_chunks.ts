@@ -21,7 +21,7 @@
 // so a key seen in one kind and skipped by the other is a lost record (the
 // error queue overflowed, or the kernel merged the skb on retransmission):
 // counted in `lost`.
-import { classify, shares, type ClassifyOptions } from '../model/classify.js';
+import { classify, shares, unnamedBusy, type ChronoDelta, type ClassifyOptions } from '../model/classify.js';
 import { fromOptStats, type ChronoSnapshot, type ChunkRecord } from '../model/chunks.js';
 import type { OptStats } from '../parse/opt_stats.js';
 import type { TxRecord } from '../parse/errqueue.js';
@@ -33,6 +33,12 @@ export interface RecordChunkerOptions extends ClassifyOptions {
   stallAfter: number;
   /** Most chunks awaiting their ACK; older ones are reported as stalled. */
   maxPending: number;
+  /**
+   * Whether the socket's send buffer was bound (classify.ts, sendBufferBound)
+   * at the last sock_diag poll of it: the records carry no buffer size, so
+   * attach takes the evidence from its connection table (--diag on).
+   */
+  bufferBound?: () => boolean;
 }
 
 export interface RecordChunkerCounters {
@@ -207,7 +213,8 @@ export class RecordChunker {
     const busy = d((x) => x.busy);
     const rwndLimited = d((x) => x.rwndLimited);
     const sndbufLimited = d((x) => x.sndbufLimited);
-    const delta = { span, busy, rwndLimited, sndbufLimited };
+    const delta: ChronoDelta = { span, busy, rwndLimited, sndbufLimited };
+    if (s0 !== undefined && end !== undefined && this.opts.bufferBound?.() === true) delta.sndbufBound = unnamedBusy(busy, rwndLimited, sndbufLimited);
     if (c.end > this.resolved) this.resolved = c.end;
     const exact = !stalled && c.ack !== undefined && c.ack.key === c.end;
     const rec: ChunkRecord = {
@@ -223,6 +230,7 @@ export class RecordChunker {
       busy,
       rwndLimited,
       sndbufLimited,
+      ...(delta.sndbufBound !== undefined && delta.sndbufBound > 0 && { sndbufBound: delta.sndbufBound }),
       appLimited: nonNeg(span - Math.min(busy, span)),
       retransmits: d((x) => x.totalRetrans),
       ...(end?.deliveryRate !== undefined && { deliveryRate: end.deliveryRate }),

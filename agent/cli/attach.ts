@@ -175,7 +175,12 @@ async function runAttach(argv: readonly string[]): Promise<number> {
     throw e;
   }
 
+  // Connection metrics of `watch` for the attached ports (sock_diag, started
+  // below once the target's ports are known); their table is also the
+  // sndbuf-bound evidence of the chunk records.
+  let portWatch: PortWatch | undefined;
   const attacher = new Attacher(target, {
+    bufferBound: (inode) => portWatch?.bufferBound(inode) ?? false,
     ports: o.port,
     sched: o.records === 'sched+ack',
     stallAfter: o.stallAfter,
@@ -226,7 +231,6 @@ async function runAttach(argv: readonly string[]): Promise<number> {
   }
 
   // Connection metrics of `watch` for the attached ports (sock_diag), where the kernel allows.
-  let portWatch: PortWatch | undefined;
   const diagPorts = o.port.length > 0 ? o.port : [...attacher.listeningPorts].map((p) => ({ from: p, to: p }));
   if (o.diag === 'on' && diagPorts.length > 0) {
     try {

@@ -3,7 +3,7 @@
 // per-connection chronographs of the same sockets next to the chunk records.
 import { release } from 'node:os';
 import { WatchMetrics } from '../export/metrics.js';
-import { ConnectionTable } from '../model/connections.js';
+import { ConnectionTable, type Connection } from '../model/connections.js';
 import type { PortRange } from '../parse/inet_diag.js';
 import { DEFAULT_STATES, DiagSource } from '../sources/diag.js';
 import { logOnce } from './log.js';
@@ -15,6 +15,8 @@ export interface PortWatch {
   metrics: WatchMetrics;
   /** Watches more ports from the next poll on (attach learns the target's ports over time). */
   setPorts(ports: PortRange[]): void;
+  /** Whether the connection of this socket inode had its send buffer bound at its last poll (false if unknown). */
+  bufferBound(inode: number): boolean;
   stop(): void;
 }
 
@@ -27,6 +29,8 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
   let source = new DiagSource({ ports, remoteCidrs: [], states: DEFAULT_STATES });
   source.poll();
   const stats = { polls: 0, pollErrors: 0, parseErrors: 0, interrupted: 0, seen: 0 };
+  // Rebuilt each poll: attach asks per chunk by socket inode.
+  let byInode = new Map<number, Connection>();
   const metrics = new WatchMetrics(
     table,
     undefined,
@@ -47,6 +51,8 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
     try {
       const r = source.poll();
       table.applyPoll(r.sockets, Date.now(), r.listeningPorts, !r.interrupted);
+      byInode = new Map();
+      for (const c of table.open.values()) if (c.inode !== 0) byInode.set(c.inode, c);
       stats.polls++;
       stats.seen = r.seen;
       stats.parseErrors += r.parseErrors;
@@ -62,6 +68,9 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
   return {
     table,
     metrics,
+    bufferBound(inode: number): boolean {
+      return byInode.get(inode)?.bufferBound === true;
+    },
     setPorts(next: PortRange[]): void {
       source = new DiagSource({ ports: next, remoteCidrs: [], states: DEFAULT_STATES });
     },

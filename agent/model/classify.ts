@@ -134,7 +134,11 @@ export function classify(d: ChronoDelta, opts: ClassifyOptions = {}): Limit {
  * kernel named neither rwnd- nor sndbuf-limited, when the buffer was bound.
  */
 export function boundSeconds(busy: number, rwndLimited: number, sndbufLimited: number, buffer: SendBuffer | undefined): number {
-  if (buffer === undefined || !sendBufferBound(buffer)) return 0;
+  return buffer !== undefined && sendBufferBound(buffer) ? unnamedBusy(busy, rwndLimited, sndbufLimited) : 0;
+}
+
+/** Busy seconds the kernel named neither rwnd- nor sndbuf-limited. */
+export function unnamedBusy(busy: number, rwndLimited: number, sndbufLimited: number): number {
   const rest = busy - Math.max(rwndLimited, 0) - Math.max(sndbufLimited, 0);
   return rest > 0 ? rest : 0;
 }

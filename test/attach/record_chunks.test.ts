@@ -36,6 +36,20 @@ describe('RecordChunker', () => {
     expect(c.counters).toMatchObject({ chunks: 3, lost: 0, inexact: 0 });
   });
 
+  it('with the sock_diag table saying the send buffer is bound, unnamed busy time counts as sndbuf', () => {
+    let bound = true;
+    const out: ChunkRecord[] = [];
+    const c = new RecordChunker({ sched: true, stallAfter: 5, maxPending: 4, bufferBound: () => bound }, (r) => out.push(r));
+    // 0.45 s all busy, the kernel names 0.1 s sndbuf-limited (BBR pacing behind a capped buffer).
+    c.onRecords([rec('sched', 999, 10.0, stats(0)), rec('ack', 999, 10.45, stats(0.45, 0, 0.1))]);
+    bound = false;
+    c.onRecords([rec('sched', 1999, 10.5, stats(0.5, 0, 0.1)), rec('ack', 1999, 10.95, stats(0.95, 0, 0.2))]);
+    expect(out.map((r) => r.limit)).toEqual(['sndbuf', 'network']);
+    expect(out[0]!.sndbufBound).toBeCloseTo(0.35);
+    expect(out[0]!.sndbufLimited).toBeCloseTo(0.1);
+    expect(out[1]!.sndbufBound).toBeUndefined();
+  });
+
   it('counts a lost ACK (the chunk is timed by the next one, inexact) and a lost SCHED', () => {
     const { c, out } = chunker();
     c.onRecords([rec('sched', 99, 1, stats(0)), rec('sched', 199, 1.1, stats(0.1)), rec('ack', 199, 1.2, stats(0.2))]);
