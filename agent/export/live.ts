@@ -10,7 +10,8 @@ import type { Request, Response } from 'express';
 import { shares, type Shares } from '../model/classify.js';
 import { connectionJson, type Connection, type ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
-import { apiSlicer, queryParams, rankTop, rankTopSync, type Slicer, type RankKeys } from './query.js';
+import { rankTop, rankTopSync, type RankKeys } from '../model/rank.js';
+import { apiSlicer, queryParams, type Slicer } from './query.js';
 
 export interface TimelinePoint {
   /** Epoch ms of the poll. */

@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { Connection, ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
+import { rankTopSync } from '../model/rank.js';
 import { redactEndpoint } from './redact.js';
 
 /** Point-in-time figures of the agent itself, read at scrape time. */
@@ -69,44 +70,6 @@ class SnapshotMetric<L extends Record<string, string>> {
 }
 
 type PortLabels = { port: string };
-
-/** Indices of the k best by (a desc, b desc): a bounded min-heap, O(n log k). */
-export function topK(a: ArrayLike<number>, b: ArrayLike<number>, k: number): number[] {
-  const heap: number[] = [];
-  // worse(x, y): x ranks below y
-  const worse = (x: number, y: number): boolean => a[x]! < a[y]! || (a[x] === a[y] && b[x]! < b[y]!);
-  const down = (i: number): void => {
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < heap.length && worse(heap[l]!, heap[m]!)) m = l;
-      if (r < heap.length && worse(heap[r]!, heap[m]!)) m = r;
-      if (m === i) return;
-      const t = heap[i]!;
-      heap[i] = heap[m]!;
-      heap[m] = t;
-      i = m;
-    }
-  };
-  for (let i = 0; i < a.length; i++) {
-    if (heap.length < k) {
-      heap.push(i);
-      for (let j = heap.length - 1; j > 0; ) {
-        const p = (j - 1) >> 1;
-        if (!worse(heap[j]!, heap[p]!)) break;
-        const t = heap[j]!;
-        heap[j] = heap[p]!;
-        heap[p] = t;
-        j = p;
-      }
-    } else if (k > 0 && worse(heap[0]!, i)) {
-      heap[0] = i;
-      down(0);
-    }
-  }
-  return heap.sort((x, y) => (worse(x, y) ? 1 : worse(y, x) ? -1 : 0));
-}
 
 /** Text-format escaping (exposition format 0.0.4). */
 const escapeLabel = (v: string): string => (/[\\\n"]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"') : v);
@@ -273,14 +236,8 @@ export class WatchMetrics {
     let chosen = candidates;
     if (candidates.length > cap) {
       // Exported last time counts double: keeps the set (and the series) steady.
-      const stall = new Float64Array(candidates.length);
-      const bytes = new Float64Array(candidates.length);
-      candidates.forEach((c, i) => {
-        const w = this.previous.has(c.key) ? 2 : 1;
-        stall[i] = c.recentStall * w;
-        bytes[i] = c.recentBytes * w;
-      });
-      chosen = topK(stall, bytes, cap).map((i) => candidates[i]!);
+      const w = (c: Connection): number => (this.previous.has(c.key) ? 2 : 1);
+      chosen = rankTopSync(candidates, [(c) => c.recentStall * w(c), (c) => c.recentBytes * w(c)], cap);
     }
     this.lastDropped = candidates.length - chosen.length;
     this.previous = new Set(chosen.map((c) => c.key));

@@ -30,6 +30,21 @@ describe('error-queue overflow (instrument)', () => {
     server?.close();
   });
 
+  // The loop blocked for 300 ms writing a flagged 1 KiB chunk every 0.3 ms; returns how many.
+  function starvedWrites(buf: Buffer): number {
+    let writes = 0;
+    const t0 = performance.now();
+    let next = t0;
+    while (performance.now() - t0 < 300) {
+      if (performance.now() >= next) {
+        sock!.write(buf);
+        writes++;
+        next += 0.3;
+      }
+    }
+    return writes;
+  }
+
   async function connected(stallAfterMs?: number): Promise<{ probe: Probe; chunks: ChunkRecord[] }> {
     server = net.createServer();
     server.listen(0, '127.0.0.1');
@@ -52,16 +67,7 @@ describe('error-queue overflow (instrument)', () => {
   it('a starved event loop: the dropped ACK records are counted, never silent', async () => {
     const { probe, chunks } = await connected();
     const buf = Buffer.alloc(1024, 1);
-    let writes = 0;
-    const t0 = performance.now();
-    let next = t0;
-    while (performance.now() - t0 < 300) {
-      if (performance.now() >= next) {
-        sock!.write(buf);
-        writes++;
-        next += 0.3;
-      }
-    }
+    let writes = starvedWrites(buf);
     await sleep(100);
     // Later writes, spaced: their ACK records reveal the gap.
     for (let i = 0; i < 5; i++) {
@@ -90,16 +96,8 @@ describe('error-queue overflow (instrument)', () => {
     const stalls: ChunkRecord[] = [];
     probe.on('stall', (c) => stalls.push(c));
     const buf = Buffer.alloc(1024, 1);
-    let writes = 0;
     const t0 = performance.now();
-    let next = t0;
-    while (performance.now() - t0 < 300) {
-      if (performance.now() >= next) {
-        sock!.write(buf);
-        writes++;
-        next += 0.3;
-      }
-    }
+    const writes = starvedWrites(buf);
     // Still blocked while the last ACKs arrive: the queue is full, they are dropped.
     while (performance.now() - t0 < 500);
     // No later write: nothing reveals the tail's lost ACK records but the

@@ -3,8 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import type { InetDiagSocket, TcpChrono } from '../../agent/parse/inet_diag.js';
 import { ConnectionTable } from '../../agent/model/connections.js';
-import { WatchMetrics, topK, type SelfSnapshot } from '../../agent/export/metrics.js';
-import fc from 'fast-check';
+import { WatchMetrics, type SelfSnapshot } from '../../agent/export/metrics.js';
 
 let nextKey = 1;
 function sock(over: Partial<InetDiagSocket> & { key?: number }, chrono: Partial<TcpChrono>): InetDiagSocket {
@@ -216,18 +215,6 @@ describe('WatchMetrics', () => {
     const after = await m.render();
     expect(after).not.toContain('remote="10.0.0.2:40200"');
     expect(metricValue(after, 'tcp_chrono_bytes_acked_total', { port: '8080' })).toBe(20);
-  });
-});
-
-describe('topK', () => {
-  it('agrees with a full sort (ties broken by the second key)', () => {
-    fc.assert(
-      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 5 })), { maxLength: 60 }), fc.nat(70), (xs, k) => {
-        const got = topK(xs.map((x) => x[0]), xs.map((x) => x[1]), k).map((i) => xs[i]);
-        const want = [...xs].sort((p, q) => q[0] - p[0] || q[1] - p[1]).slice(0, k);
-        expect(got).toEqual(want);
-      }),
-    );
   });
 });
 
