@@ -147,6 +147,8 @@ class SocketProbe extends EventEmitter implements Probe {
   private readonly full: number;
   private flagsOn = false;
   private handedOver = 0;
+  /** Every byte handed over was acknowledged when the fd was about to close (see finish()). */
+  private ackedAtClose = false;
   private desync = 0;
   private closed = false;
   private sampleCounter = 0;
@@ -403,6 +405,8 @@ class SocketProbe extends EventEmitter implements Probe {
       handle.close = (...args: unknown[]): unknown => {
         try {
           errqueue.remove(this.reg);
+          // The last look at the kernel's figures: was everything acknowledged?
+          this.ackedAtClose = this.ackedThrough(this.handedOver);
         } catch {
           /* never let instrumentation break a close */
         }
@@ -416,11 +420,12 @@ class SocketProbe extends EventEmitter implements Probe {
     this.timer = undefined;
   }
 
-  // The socket closed: what was never acked is reported as stalled.
+  // The socket closed: what was never acked is reported as stalled (records
+  // lost while everything was acknowledged are counted as lost instead).
   private finish(): void {
     this.stopTimer();
     if (this.closed) return;
-    this.tracker.flush(nowSeconds(), this.lastSnap);
+    this.tracker.flush(nowSeconds(), this.lastSnap, this.ackedAtClose);
     this.closed = true;
     this.emit('close');
   }

@@ -296,13 +296,19 @@ export class ChunkTracker {
     return undefined;
   }
 
-  /** The socket is gone: chunks that never got their ACK are reported as stalled, the rest completed. */
-  flush(now: number, lastSnapshot: ChronoSnapshot | undefined): void {
+  /**
+   * The socket is gone: chunks that never got their ACK are reported as
+   * stalled, the rest completed. `allAcked`: the kernel had acknowledged
+   * every byte when the socket closed, so a chunk without its ACK record lost
+   * it (counted in `lostRecords`, as in checkStalls).
+   */
+  flush(now: number, lastSnapshot: ChronoSnapshot | undefined, allAcked = false): void {
     this.unit = undefined;
     const left = this.pending.splice(0);
     for (const c of left) {
       if (c.bytes === 0) continue;
       if (c.ack !== undefined) this.report(c, c.ack.time, c.ack.stats ?? lastSnapshot ?? c.start, false);
+      else if (allAcked) this.counters.lostRecords++;
       else this.report(c, now, lastSnapshot ?? c.start, true);
     }
   }

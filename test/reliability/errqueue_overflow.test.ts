@@ -114,6 +114,26 @@ describe('error-queue overflow (instrument)', () => {
     probe.close();
   }, 20_000);
 
+  it('records lost at the end, then the connection closes: no stall either', async () => {
+    const { probe, chunks } = await connected(60_000); // stallAfter out of reach: only the close decides
+    const stalls: ChunkRecord[] = [];
+    probe.on('stall', (c) => stalls.push(c));
+    const buf = Buffer.alloc(1024, 1);
+    const t0 = performance.now();
+    const writes = starvedWrites(buf);
+    while (performance.now() - t0 < 500);
+    // The reader answers our FIN with its own: the socket closes with everything acked.
+    sock!.end();
+    await Promise.race([once(probe, 'close'), sleep(5000)]);
+    const st = probe.stats();
+    console.log(`errqueue overflow, closed after: ${writes} writes, ${st.chunks} chunks, ${st.lostRecords} lost records, ${stalls.length} stalls`);
+    expect(st.pending).toBe(0);
+    expect(stalls).toHaveLength(0);
+    expect(chunks.length).toBe(st.chunks);
+    expect(st.chunks).toBeLessThan(writes);
+    expect(st.lostRecords).toBeGreaterThanOrEqual(writes - st.chunks);
+  }, 20_000);
+
   it('control: the same writes with the loop free lose nothing', async () => {
     const { probe, chunks } = await connected();
     const buf = Buffer.alloc(1024, 1);
