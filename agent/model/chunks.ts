@@ -116,6 +116,8 @@ export class ChunkTracker {
   /** Last bytes of flagged hand-overs whose ACK record has not come yet (ascending), from `expectedHead`. */
   private expected: number[] = [];
   private expectedHead = 0;
+  /** The last byte of the latest flagged hand-over (-1: none): records were asked for up to there. */
+  private lastFlagged = -1;
   /** A drain found the error queue at capacity, and no ACK record has arrived from a drain below it since. */
   private queueWasFull = false;
 
@@ -212,6 +214,7 @@ export class ChunkTracker {
    * forgotten, uncounted, beyond MAX_EXPECTED.
    */
   expectAck(lastByte: number): void {
+    if (lastByte > this.lastFlagged) this.lastFlagged = lastByte;
     this.expected.push(lastByte);
     if (this.expected.length - this.expectedHead > MAX_EXPECTED) this.expectedHead++;
     if (this.expectedHead > 4096 && this.expectedHead * 2 > this.expected.length) {
@@ -262,9 +265,11 @@ export class ChunkTracker {
    * Reports chunks unacked for longer than stallAfter; returns how many.
    * `ackedThrough(end)`: the kernel has acknowledged every byte before
    * offset `end` (nothing unacked or unsent, everything handed over). Then
-   * the chunk was delivered and its ACK record lost (a full error queue, or a
-   * socket gone quiet right after an overflow): it is counted in
-   * `lostRecords`, not reported as a stall (its delivery time is unknown).
+   * the chunk was delivered and, if a record was asked for at or past its
+   * last byte (lostRecord), its ACK record lost (a full error queue, and a
+   * socket gone quiet after it): it is counted in `lostRecords`, not reported
+   * as a stall (its delivery time is unknown). A chunk no record was asked
+   * for (a response cut short before its final write) stays a stall.
    */
   checkStalls(now: number, nowSnapshot: () => ChronoSnapshot, ackedThrough?: (end: number) => boolean): number {
     let n = 0;
@@ -274,7 +279,7 @@ export class ChunkTracker {
         this.pending.splice(i, 1);
         // A stalled unit goes on: its later writes form a continuation chunk.
         if (c === this.unit?.chunk) this.unit.chunk = undefined;
-        if (ackedThrough?.(c.offset + c.bytes) === true) {
+        if (this.lostRecord(c) && ackedThrough?.(c.offset + c.bytes) === true) {
           this.counters.lostRecords++;
           continue;
         }
@@ -299,8 +304,8 @@ export class ChunkTracker {
   /**
    * The socket is gone: chunks that never got their ACK are reported as
    * stalled, the rest completed. `allAcked`: the kernel had acknowledged
-   * every byte when the socket closed, so a chunk without its ACK record lost
-   * it (counted in `lostRecords`, as in checkStalls).
+   * every byte when the socket closed, so a chunk whose ACK record was asked
+   * for and never came lost it (counted in `lostRecords`, as in checkStalls).
    */
   flush(now: number, lastSnapshot: ChronoSnapshot | undefined, allAcked = false): void {
     this.unit = undefined;
@@ -308,9 +313,14 @@ export class ChunkTracker {
     for (const c of left) {
       if (c.bytes === 0) continue;
       if (c.ack !== undefined) this.report(c, c.ack.time, c.ack.stats ?? lastSnapshot ?? c.start, false);
-      else if (allAcked) this.counters.lostRecords++;
+      else if (allAcked && this.lostRecord(c)) this.counters.lostRecords++;
       else this.report(c, now, lastSnapshot ?? c.start, true);
     }
+  }
+
+  // A record was asked for at or past the chunk's last byte (so its absence is a loss, not a write never flagged).
+  private lostRecord(c: Pending): boolean {
+    return this.lastFlagged >= c.offset + c.bytes - 1;
   }
 
   private newPending(id: number, label: string | undefined, offset: number, now: number, start: ChronoSnapshot): Pending {

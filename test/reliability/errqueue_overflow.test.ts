@@ -179,6 +179,17 @@ describe('lost-record rule (ChunkTracker, synthetic records)', () => {
     expect(t.counters.inexact).toBe(2);
   });
 
+  it('at the close, with everything acknowledged: a flagged chunk without its record lost it; an unflagged one stays a stall', () => {
+    const stalls: number[] = [];
+    const t = new ChunkTracker({ stallAfter: 10, maxPending: 100 }, { chunk: () => undefined, stall: (c) => stalls.push(c.id) });
+    t.write(100, 1, true, snap);
+    t.expectAck(99); // flagged: a record was asked for
+    t.write(100, 1, true, snap); // never flagged (a response cut short before its final write)
+    t.flush(2, undefined, true);
+    expect(t.counters.lostRecords).toBe(1);
+    expect(stalls).toEqual([1]);
+  });
+
   it('records of a partial write (keyed inside a hand-over) are not gaps', () => {
     const t = tracker();
     t.onRecords([ack(49), ack(99), ack(150), ack(199), ack(299), ack(399)], snap, true);
