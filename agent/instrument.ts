@@ -147,8 +147,8 @@ class SocketProbe extends EventEmitter implements Probe {
   private readonly full: number;
   private flagsOn = false;
   private handedOver = 0;
-  /** Every byte handed over was acknowledged when the fd was about to close (see finish()). */
-  private ackedAtClose = false;
+  /** ackedUpTo() when the fd was about to close (see finish()). */
+  private ackedAtClose = 0;
   private desync = 0;
   private closed = false;
   private sampleCounter = 0;
@@ -209,7 +209,7 @@ class SocketProbe extends EventEmitter implements Probe {
     this.hook(handle);
     socket.once('close', this.onSocketClose);
     const period = Math.min(1000, Math.max(20, stallAfterMs / 4));
-    this.timer = setInterval(() => this.tracker.checkStalls(nowSeconds(), this.snapshotNow, this.ackedThrough), period).unref();
+    this.timer = setInterval(() => this.tracker.checkStalls(nowSeconds(), this.snapshotNow, this.ackedUpTo), period).unref();
   }
 
   unit(label?: string): void {
@@ -267,15 +267,15 @@ class SocketProbe extends EventEmitter implements Probe {
     this.emit('close');
   }
 
-  // Whether the kernel has acknowledged every byte before `end`: all of it
-  // handed over, nothing unacked or unsent (ChunkTracker.checkStalls).
-  private readonly ackedThrough = (end: number): boolean => {
-    if (this.closed || this.handedOver < end) return false;
+  // The offset below which the kernel has acknowledged every byte: all that
+  // was handed over when nothing is unacked or unsent, else 0 (unknown).
+  private readonly ackedUpTo = (): number => {
+    if (this.closed) return 0;
     try {
       const c = readTcpChrono(native().tcpInfo(this.fd));
-      return c.unacked === 0 && c.notsentBytes === 0;
+      return c.unacked === 0 && c.notsentBytes === 0 ? this.handedOver : 0;
     } catch {
-      return false;
+      return 0;
     }
   };
 
@@ -406,7 +406,7 @@ class SocketProbe extends EventEmitter implements Probe {
         try {
           errqueue.remove(this.reg);
           // The last look at the kernel's figures: was everything acknowledged?
-          this.ackedAtClose = this.ackedThrough(this.handedOver);
+          this.ackedAtClose = this.ackedUpTo();
         } catch {
           /* never let instrumentation break a close */
         }

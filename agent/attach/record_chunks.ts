@@ -21,8 +21,8 @@
 // so a key seen in one kind and skipped by the other is a lost record (the
 // error queue overflowed, or the kernel merged the skb on retransmission):
 // counted in `lost`.
-import { classify, shares, unnamedBusy, type ChronoDelta, type ClassifyOptions } from '../model/classify.js';
-import { fromOptStats, type ChronoSnapshot, type ChunkRecord } from '../model/chunks.js';
+import { classify, unnamedBusy, type ChronoDelta, type ClassifyOptions } from '../model/classify.js';
+import { chunkFigures, fromOptStats, type ChronoSnapshot, type ChunkRecord } from '../model/chunks.js';
 import type { OptStats } from '../parse/opt_stats.js';
 import type { TxRecord } from '../parse/errqueue.js';
 
@@ -227,18 +227,8 @@ export class RecordChunker {
       ...(c.snd !== undefined && { sndTime: c.snd }),
       ...(!stalled && c.ack !== undefined && { ackTime: c.ack.time }),
       deliveryTime: span,
-      busy,
-      rwndLimited,
-      sndbufLimited,
-      ...(delta.sndbufBound !== undefined && delta.sndbufBound > 0 && { sndbufBound: delta.sndbufBound }),
-      appLimited: nonNeg(span - Math.min(busy, span)),
-      retransmits: d((x) => x.totalRetrans),
-      ...(end?.deliveryRate !== undefined && { deliveryRate: end.deliveryRate }),
-      ...(end?.cwnd !== undefined && { cwnd: end.cwnd }),
-      ...(end?.srtt !== undefined && { srtt: end.srtt }),
       // Without chronographs at both ends nothing can be said.
-      limit: s0 === undefined || end === undefined ? 'unknown' : classify(delta, this.opts),
-      shares: shares(delta),
+      ...chunkFigures(delta, d((x) => x.totalRetrans), end, s0 === undefined || end === undefined ? 'unknown' : classify(delta, this.opts)),
       stalled,
       exact,
     };

@@ -263,26 +263,21 @@ export class ChunkTracker {
 
   /**
    * Reports chunks unacked for longer than stallAfter; returns how many.
-   * `ackedThrough(end)`: the kernel has acknowledged every byte before
-   * offset `end` (nothing unacked or unsent, everything handed over). Then
-   * the chunk was delivered and, if a record was asked for at or past its
-   * last byte (lostRecord), its ACK record lost (a full error queue, and a
-   * socket gone quiet after it): it is counted in `lostRecords`, not reported
-   * as a stall (its delivery time is unknown). A chunk no record was asked
-   * for (a response cut short before its final write) stays a stall.
+   * `ackedUpTo()`: the offset below which the kernel has acknowledged every
+   * byte (0: unknown), asked once per call and only if a chunk needs it; a
+   * chunk it covers whose record was lost is counted, not reported (lost()).
    */
-  checkStalls(now: number, nowSnapshot: () => ChronoSnapshot, ackedThrough?: (end: number) => boolean): number {
+  checkStalls(now: number, nowSnapshot: () => ChronoSnapshot, ackedUpTo?: () => number): number {
     let n = 0;
+    let acked: number | undefined;
     for (let i = 0; i < this.pending.length; ) {
       const c = this.pending[i]!;
       if (c.bytes > 0 && c.ack === undefined && now - c.lastWriteTime >= this.opts.stallAfter) {
         this.pending.splice(i, 1);
         // A stalled unit goes on: its later writes form a continuation chunk.
         if (c === this.unit?.chunk) this.unit.chunk = undefined;
-        if (this.lostRecord(c) && ackedThrough?.(c.offset + c.bytes) === true) {
-          this.counters.lostRecords++;
-          continue;
-        }
+        // flagged() first: the kernel is asked only when a lost record is possible.
+        if (this.flagged(c) && this.lost(c, (acked ??= ackedUpTo?.() ?? 0))) continue;
         this.report(c, now, nowSnapshot(), true);
         n++;
       } else i++;
@@ -303,24 +298,36 @@ export class ChunkTracker {
 
   /**
    * The socket is gone: chunks that never got their ACK are reported as
-   * stalled, the rest completed. `allAcked`: the kernel had acknowledged
-   * every byte when the socket closed, so a chunk whose ACK record was asked
-   * for and never came lost it (counted in `lostRecords`, as in checkStalls).
+   * stalled, the rest completed. `ackedUpTo`: as in checkStalls, taken just
+   * before the fd closed.
    */
-  flush(now: number, lastSnapshot: ChronoSnapshot | undefined, allAcked = false): void {
+  flush(now: number, lastSnapshot: ChronoSnapshot | undefined, ackedUpTo = 0): void {
     this.unit = undefined;
     const left = this.pending.splice(0);
     for (const c of left) {
       if (c.bytes === 0) continue;
       if (c.ack !== undefined) this.report(c, c.ack.time, c.ack.stats ?? lastSnapshot ?? c.start, false);
-      else if (allAcked && this.lostRecord(c)) this.counters.lostRecords++;
-      else this.report(c, now, lastSnapshot ?? c.start, true);
+      else if (!this.lost(c, ackedUpTo)) this.report(c, now, lastSnapshot ?? c.start, true);
     }
   }
 
-  // A record was asked for at or past the chunk's last byte (so its absence is a loss, not a write never flagged).
-  private lostRecord(c: Pending): boolean {
+  // A record was asked for at or past the chunk's last byte.
+  private flagged(c: Pending): boolean {
     return this.lastFlagged >= c.offset + c.bytes - 1;
+  }
+
+  /**
+   * A chunk without its ACK record whose bytes the kernel acknowledged (below
+   * `ackedUpTo`) and for which a record was asked: the record was lost (a full
+   * error queue, and nothing after it to reveal the gap). Counted in
+   * `lostRecords`, not reported: its delivery time is unknown. A chunk no
+   * record was asked for (a response cut short before its final write) is
+   * not lost: it stays a stall.
+   */
+  private lost(c: Pending, ackedUpTo: number): boolean {
+    if (!this.flagged(c) || c.offset + c.bytes > ackedUpTo) return false;
+    this.counters.lostRecords++;
+    return true;
   }
 
   private newPending(id: number, label: string | undefined, offset: number, now: number, start: ChronoSnapshot): Pending {
@@ -374,17 +381,7 @@ export class ChunkTracker {
       ...(c.snd !== undefined && { sndTime: c.snd }),
       ...(!stalled && c.ack !== undefined && { ackTime: c.ack.time }),
       deliveryTime: span,
-      busy,
-      rwndLimited,
-      sndbufLimited,
-      ...(delta.sndbufBound !== undefined && delta.sndbufBound > 0 && { sndbufBound: delta.sndbufBound }),
-      appLimited: nonNeg(span - Math.min(busy, span)),
-      retransmits: nonNeg(end.totalRetrans - c.start.totalRetrans),
-      ...(end.deliveryRate !== undefined && { deliveryRate: end.deliveryRate }),
-      ...(end.cwnd !== undefined && { cwnd: end.cwnd }),
-      ...(end.srtt !== undefined && { srtt: end.srtt }),
-      limit: classify(delta, this.opts),
-      shares: shares(delta),
+      ...chunkFigures(delta, nonNeg(end.totalRetrans - c.start.totalRetrans), end, classify(delta, this.opts)),
       stalled,
       exact,
     };
@@ -410,6 +407,31 @@ const nonNeg = (x: number): number => (x > 0 ? x : 0);
 
 /** Most flagged hand-overs awaiting their ACK record (a few MB in flight at 64 KiB writes is under 100). */
 const MAX_EXPECTED = 65_536;
+
+/**
+ * The figures part of a chunk record, from its chronograph deltas and the
+ * snapshot at its end (also attach's RecordChunker): one place, one order.
+ */
+export function chunkFigures(
+  delta: ChronoDelta,
+  retransmits: number,
+  end: ChronoSnapshot | undefined,
+  limit: Limit,
+): Pick<ChunkRecord, 'busy' | 'rwndLimited' | 'sndbufLimited' | 'sndbufBound' | 'appLimited' | 'retransmits' | 'deliveryRate' | 'cwnd' | 'srtt' | 'limit' | 'shares'> {
+  return {
+    busy: delta.busy,
+    rwndLimited: delta.rwndLimited,
+    sndbufLimited: delta.sndbufLimited,
+    ...(delta.sndbufBound !== undefined && delta.sndbufBound > 0 && { sndbufBound: delta.sndbufBound }),
+    appLimited: nonNeg(delta.span - Math.min(delta.busy, delta.span)),
+    retransmits,
+    ...(end?.deliveryRate !== undefined && { deliveryRate: end.deliveryRate }),
+    ...(end?.cwnd !== undefined && { cwnd: end.cwnd }),
+    ...(end?.srtt !== undefined && { srtt: end.srtt }),
+    limit,
+    shares: shares(delta),
+  };
+}
 
 /** The chronograph snapshot in a record's OPT_STATS (also attach's RecordChunker). */
 export function fromOptStats(s: NonNullable<TxRecord['stats']>): ChronoSnapshot {

@@ -185,7 +185,7 @@ describe('lost-record rule (ChunkTracker, synthetic records)', () => {
     t.write(100, 1, true, snap);
     t.expectAck(99); // flagged: a record was asked for
     t.write(100, 1, true, snap); // never flagged (a response cut short before its final write)
-    t.flush(2, undefined, true);
+    t.flush(2, undefined, 200); // the kernel acknowledged both chunks
     expect(t.counters.lostRecords).toBe(1);
     expect(stalls).toEqual([1]);
   });
