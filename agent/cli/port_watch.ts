@@ -29,8 +29,9 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
   let source = new DiagSource({ ports, remoteCidrs: [], states: DEFAULT_STATES });
   source.poll();
   const stats = { polls: 0, pollErrors: 0, parseErrors: 0, interrupted: 0, seen: 0 };
-  // Rebuilt each poll: attach asks per chunk by socket inode.
-  let byInode = new Map<number, Connection>();
+  // Connections by socket inode for attach's per-chunk question, built on the
+  // first question after a poll (proxy never asks).
+  let byInode: Map<number, Connection> | undefined;
   const metrics = new WatchMetrics(
     table,
     undefined,
@@ -51,8 +52,7 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
     try {
       const r = source.poll();
       table.applyPoll(r.sockets, Date.now(), r.listeningPorts, !r.interrupted);
-      byInode = new Map();
-      for (const c of table.open.values()) if (c.inode !== 0) byInode.set(c.inode, c);
+      byInode = undefined;
       stats.polls++;
       stats.seen = r.seen;
       stats.parseErrors += r.parseErrors;
@@ -69,6 +69,10 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
     table,
     metrics,
     bufferBound(inode: number): boolean {
+      if (byInode === undefined) {
+        byInode = new Map();
+        for (const c of table.open.values()) if (c.inode !== 0) byInode.set(c.inode, c);
+      }
       return byInode.get(inode)?.bufferBound === true;
     },
     setPorts(next: PortRange[]): void {

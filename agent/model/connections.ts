@@ -9,7 +9,7 @@
 // remainder (tombstones), and a connection born and gone between two polls
 // is counted whole from its destroy message.
 import { TCP_CLOSE, formatEndpoint, stateName, type InetDiagSocket, type TcpChrono } from '../parse/inet_diag.js';
-import { sendBufferBound } from './classify.js';
+import { sendBufferBound, unnamedBusy } from './classify.js';
 import type { Owner } from './owners.js';
 
 /** Cumulative figures of one connection, in base units. */
@@ -369,7 +369,7 @@ export class ConnectionTable {
   private bound(c: Connection, s: InetDiagSocket, ch: TcpChrono, d: Figures): number {
     const before = c.bufferBound;
     c.bufferBound = false;
-    const rest = d.busy - d.rwndLimited - d.sndbufLimited;
+    const rest = unnamedBusy(d.busy, d.rwndLimited, d.sndbufLimited);
     const m = rest > 0 ? s.skmem : undefined;
     if (m === undefined) return 0;
     c.sndbuf = m.sndbuf;
