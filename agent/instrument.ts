@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { nowSeconds } from './clock.js';
 import { ChunkTracker, type ChronoSnapshot, type ChunkRecord } from './model/chunks.js';
+import { SOL_SOCKET } from './parse/cmsg.js';
 import { native } from './native.js';
 import { readTcpChrono } from './parse/inet_diag.js';
 import { parseTcpInfo, type TcpInfo } from './parse/tcp_info.js';
@@ -82,7 +83,6 @@ export interface Probe extends EventEmitter {
   on(event: 'chunk' | 'stall', listener: (c: ChunkRecord) => void): this;
 }
 
-const SOL_SOCKET = 1;
 const SO_SNDBUF = 7;
 const SO_RCVBUF = 8;
 /** An upper bound of one record's truesize (skb with OPT_STATS), bytes. */

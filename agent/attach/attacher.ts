@@ -39,6 +39,7 @@ import {
   type InetDiagHeader,
   type PortRange,
 } from '../parse/inet_diag.js';
+import { SOL_SOCKET } from '../parse/cmsg.js';
 import { parseTcpInfo } from '../parse/tcp_info.js';
 import { diagBinding } from '../sources/diag.js';
 import { SOF } from '../sources/timestamping.js';
@@ -47,7 +48,6 @@ import { explainTargetError, type Target } from './target.js';
 
 /** SOF_TIMESTAMPING_OPT_RX_FILTER (Linux 6.12): no RX timestamps on the target's reads; also our marker. */
 export const OPT_RX_FILTER = 1 << 17;
-const SOL_SOCKET = 1;
 const SO_ZEROCOPY = 60;
 
 /** Flags kept on every attached socket: records keyed by offset, with chronograph stats, no payload. */

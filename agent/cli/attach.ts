@@ -5,30 +5,23 @@
 // thread. Chunks are the target's own sendmsg calls. On exit (SIGTERM, SIGINT,
 // or the target exiting) timestamping is turned off again and the queues
 // drained. See agent/attach/attacher.ts for the rules that keep the target safe.
-import type { Server } from 'node:http';
-import { release } from 'node:os';
 import { closeSync } from 'node:fs';
-import express, { type Request, type Response } from 'express';
-import { Registry } from 'prom-client';
+import type { Request, Response } from 'express';
 import { Attacher, type AttachedSocket, type SkipReason } from '../attach/attacher.js';
 import { detectGo } from '../attach/golang.js';
 import { registerAttachMetrics } from '../attach/metrics.js';
 import { AttachError, explainTargetError, KERNEL_TOO_OLD, Target } from '../attach/target.js';
 import { nowSeconds } from '../clock.js';
-import { ChunkEvents } from '../export/chunk_events.js';
-import { ChunkMetrics } from '../export/chunk_metrics.js';
-import { createApp } from '../export/http.js';
 import type { ChunkRecord } from '../model/chunks.js';
 import { attachBinding, isSystemError } from '../native.js';
 import type { Command } from './command.js';
 import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, portFlag, stallAfterFlag } from './common_flags.js';
 import { formatHelp, parseBool, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
-import { startPortWatch, type PortWatch } from './port_watch.js';
-import { hostPort, listenFailure, startServer } from './serve.js';
+import { ChunkOutputs } from './chunk_mode.js';
+import type { PortWatch } from './port_watch.js';
+import { catchSignals, serveMode } from './runtime.js';
 import { applyRedaction, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
-import { describeRedaction } from '../export/redact.js';
 import { log, logOnce } from './log.js';
-import { dropPrivileges } from './privileges.js';
 import { version } from './version.js';
 
 const SUMMARY =
@@ -202,12 +195,7 @@ async function runAttach(argv: readonly string[]): Promise<number> {
   process.on('uncaughtException', die);
   process.on('unhandledRejection', die);
   // Signals are taken from here on (a SIGTERM during start-up must still detach).
-  let signalled: string | undefined;
-  let onSignal = (why: string): void => {
-    signalled ??= why;
-  };
-  process.on('SIGTERM', () => onSignal('SIGTERM'));
-  process.on('SIGINT', () => onSignal('SIGINT'));
+  catchSignals();
 
   let first;
   try {
@@ -232,163 +220,123 @@ async function runAttach(argv: readonly string[]): Promise<number> {
 
   // Connection metrics of `watch` for the attached ports (sock_diag), where the kernel allows.
   const diagPorts = o.port.length > 0 ? o.port : [...attacher.listeningPorts].map((p) => ({ from: p, to: p }));
-  if (o.diag === 'on' && diagPorts.length > 0) {
-    try {
-      portWatch = startPortWatch(diagPorts, { intervalSeconds: o.interval, maxSeries: o.maxConnectionSeries });
-    } catch (e) {
-      logOnce('diag', 'warn', `connection metrics off: the sock_diag dump failed (${e instanceof Error ? e.message : String(e)})`);
-    }
-  } else if (o.diag === 'on') {
-    logOnce('diag', 'warn', 'connection metrics off: the target listens on no port and --port was not given');
+  let out: ChunkOutputs;
+  try {
+    out = await ChunkOutputs.open({ events: o.events, diag: o.diag === 'on' ? { ports: diagPorts, intervalSeconds: o.interval, maxSeries: o.maxConnectionSeries } : undefined });
+  } catch (e) {
+    await attacher.detachAll(0);
+    target.close();
+    throw e;
   }
-  const registry = portWatch?.metrics.registry ?? new Registry();
-  const chunkMetrics = new ChunkMetrics(registry);
-  const events = new ChunkEvents();
-  if (o.events !== undefined) {
-    try {
-      await events.openFile(o.events);
-    } catch (e) {
-      await attacher.detachAll(0);
-      target.close();
-      throw new Error(`cannot open --events ${o.events}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-  registerAttachMetrics(registry, attacher, { version: version(), pid: o.pid, comm: target.comm, records: o.records }, { eventsDropped: () => events.dropped });
+  portWatch = out.portWatch;
+  const degraded = [...out.degraded];
+  if (o.diag === 'on' && diagPorts.length === 0) degraded.push('connection metrics off: the target listens on no port and --port was not given');
+  registerAttachMetrics(out.registry, attacher, { version: version(), pid: o.pid, comm: target.comm, records: o.records }, { eventsDropped: () => out.events.dropped });
   attacher.on('chunk', (c: ChunkRecord, s: AttachedSocket) => {
-    chunkMetrics.observe(c, { port: s.localPort, mode: 'attach' });
     // Extra fields go on the record itself (no copy per chunk; the record is ours).
-    const e = c as ChunkRecord & { mode: string; pid: number; port: number; peer: string };
-    e.mode = 'attach';
-    e.pid = o.pid;
-    e.port = s.localPort;
-    e.peer = s.peer;
-    events.push(e);
+    out.record(c, { port: s.localPort, mode: 'attach' }, { mode: 'attach', pid: o.pid, port: s.localPort, peer: s.peer });
   });
+  if (attacher.markerSupported === false) {
+    degraded.push('this kernel lacks SOF_TIMESTAMPING_OPT_RX_FILTER (Linux 6.12): timestamping left by a killed agent cannot be recognised later; stop the agent with SIGTERM, not SIGKILL');
+  }
 
-  const app = express();
-  app.disable('x-powered-by');
-  app.disable('etag');
-  app.get('/metrics', async (_req: Request, res: Response) => {
-    try {
-      res.set('Content-Type', registry.contentType).send(portWatch !== undefined ? await portWatch.metrics.render() : await registry.metrics());
-    } catch (e) {
-      res.status(500).type('text/plain').send(`metrics rendering failed: ${e instanceof Error ? e.message : String(e)}\n`);
-    }
-  });
   let lastRescanError: string | undefined;
-  app.get('/healthz', (_req: Request, res: Response) => {
-    const ok = lastRescanError === undefined && events.fileFailure === undefined;
-    res.status(ok ? 200 : 503).json({
-      ok,
+  let requestStop: (why: string) => void = () => undefined;
+  const timer = setInterval(() => {
+    try {
+      attacher.rescan(nowSeconds());
+      lastRescanError = undefined;
+    } catch (e) {
+      attacher.counters.rescanErrors++;
+      lastRescanError = e instanceof Error ? e.message : String(e);
+      if (!target.alive()) requestStop('target-exit');
+      else logOnce(`rescan:${lastRescanError}`, 'warn', 'rescan failed; retrying every interval', { error: lastRescanError });
+    }
+  }, o.interval * 1000);
+
+  const detach = async (timeoutMs: number) => {
+    clearInterval(timer);
+    const report = await attacher.detachAll(timeoutMs);
+    await out.close();
+    target.close();
+    return report;
+  };
+
+  return serveMode({
+    command: 'attach',
+    listen: o.metricsListen,
+    listenFlag: '--metrics-listen',
+    listenField: 'metrics',
+    security,
+    metrics: out.metrics,
+    health: () => {
+      const h = out.healthFields();
+      return {
+        ...h,
+        ok: h.ok && lastRescanError === undefined,
+        pid: o.pid,
+        comm: target.comm,
+        sockets: attacher.attachedCount,
+        listeningPorts: [...attacher.listeningPorts],
+        ...(lastRescanError !== undefined && { rescanError: lastRescanError }),
+      };
+    },
+    routes: (app) => {
+      app.get('/api/sockets', (_req: Request, res: Response) => {
+        res.json(attacher.list());
+      });
+      out.routes(app);
+    },
+    paths: ['/api/sockets', ...out.paths],
+    startMessage: 'attaching',
+    startFields: () => ({
       pid: o.pid,
       comm: target.comm,
       sockets: attacher.attachedCount,
+      connections: first.found,
       listeningPorts: [...attacher.listeningPorts],
-      ...(lastRescanError !== undefined && { rescanError: lastRescanError }),
-      ...(events.fileFailure !== undefined && { eventsError: events.fileFailure.message }),
-    });
-  });
-  app.get('/api/chunks', events.handler);
-  app.get('/api/sockets', (_req: Request, res: Response) => {
-    res.json(attacher.list());
-  });
-  if (portWatch !== undefined) {
-    // /api/connections as in watch mode (its /metrics and /healthz are shadowed by the routes above).
-    app.use(createApp({ metrics: portWatch.metrics, table: portWatch.table, health: () => ({ ok: true }) }));
-  } else {
-    app.use((_req: Request, res: Response) => {
-      res.status(404).json({ error: 'not found: try /metrics, /healthz, /api/chunks or /api/sockets' });
-    });
-  }
-  let http: { server: Server; address: { host: string; port: number } };
-  try {
-    http = await startServer(app, o.metricsListen, security);
-  } catch (e) {
-    await attacher.detachAll(o.detachTimeout * 1000);
-    target.close();
-    throw listenFailure('', o.metricsListen, '--metrics-listen', e);
-  }
-
-  log('info', 'attaching', {
-    version: version(),
-    kernel: release(),
-    pid: o.pid,
-    comm: target.comm,
-    sockets: attacher.attachedCount,
-    connections: first.found,
-    listeningPorts: [...attacher.listeningPorts],
-    ports: o.port.map((r) => (r.from === r.to ? String(r.from) : `${r.from}-${r.to}`)),
-    records: o.records,
-    idTcp: attacher.idTcp ?? null,
-    staleMarker: attacher.markerSupported ?? null,
-    metrics: `${security.tls !== undefined ? 'https' : 'http'}://${hostPort(http.address)}`,
-    auth: security.token !== undefined ? 'bearer token' : 'none',
-    redact: describeRedaction(),
-    diag: portWatch !== undefined ? 'on' : 'off',
-    force,
-  });
-  dropPrivileges('attach', { log });
-  if (attacher.markerSupported === false) {
-    logOnce('marker', 'warn', 'this kernel lacks SOF_TIMESTAMPING_OPT_RX_FILTER (Linux 6.12): timestamping left by a killed agent cannot be recognised later; stop the agent with SIGTERM, not SIGKILL');
-  }
-
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const timer = setInterval(() => {
-      try {
-        attacher.rescan(nowSeconds());
-        lastRescanError = undefined;
-      } catch (e) {
-        attacher.counters.rescanErrors++;
-        lastRescanError = e instanceof Error ? e.message : String(e);
-        if (!target.alive()) stop('target-exit');
-        else logOnce(`rescan:${lastRescanError}`, 'warn', 'rescan failed; retrying every interval', { error: lastRescanError });
-      }
-    }, o.interval * 1000);
-    const stop = (why: string): void => {
-      if (stopping) {
-        if (why !== 'target-exit') process.exit(1); // second signal: the user insists
-        return;
-      }
-      stopping = true;
-      clearInterval(timer);
-      portWatch?.stop();
-      void (async () => {
-        const report = await attacher.detachAll(o.detachTimeout * 1000);
-        const drainer = attacher.drainerCounters();
-        if (report.timedOut > 0) {
-          log('warn', 'some connections still had bytes written while timestamping was on unacknowledged at the detach timeout; their late records will wake the target until it reads them or the connection closes', {
-            sockets: report.timedOut,
-          });
-        }
-        await events.close();
-        await new Promise<void>((done) => {
-          http.server.close(() => done());
-          http.server.closeAllConnections();
+      ports: o.port.map((r) => (r.from === r.to ? String(r.from) : `${r.from}-${r.to}`)),
+      records: o.records,
+      idTcp: attacher.idTcp ?? null,
+      staleMarker: attacher.markerSupported ?? null,
+      diag: out.portWatch !== undefined ? 'on' : 'off',
+      force,
+    }),
+    degraded,
+    abort: async () => {
+      await detach(o.detachTimeout * 1000);
+    },
+    stop: async () => {
+      const report = await detach(o.detachTimeout * 1000);
+      const drainer = attacher.drainerCounters();
+      if (report.timedOut > 0) {
+        log('warn', 'some connections still had bytes written while timestamping was on unacknowledged at the detach timeout; their late records will wake the target until it reads them or the connection closes', {
+          sockets: report.timedOut,
         });
-        target.close();
-        log('info', 'detached', {
-          reason: why,
-          pid: o.pid,
-          sockets: report.sockets,
-          closedByTarget: report.closed,
-          timedOut: report.timedOut,
-          leftOn: report.leftOn,
-          detachSeconds: Number(report.seconds.toFixed(3)),
-          attachedTotal: attacher.counters.attached,
-          records: attacher.counters.records,
-          lostRecords: attacher.lostRecords,
-          chunks: attacher.counters.chunks,
-          stalls: attacher.counters.stalls,
-          drains: drainer.drains,
-          wakeups: drainer.wakeups,
-        });
-        resolve(0);
-      })();
-    };
-    attacher.on('target-exit', () => stop('target-exit'));
-    onSignal = stop;
-    if (signalled !== undefined) stop(signalled);
+      }
+      return {
+        pid: o.pid,
+        sockets: report.sockets,
+        closedByTarget: report.closed,
+        timedOut: report.timedOut,
+        leftOn: report.leftOn,
+        detachSeconds: Number(report.seconds.toFixed(3)),
+        attachedTotal: attacher.counters.attached,
+        records: attacher.counters.records,
+        lostRecords: attacher.lostRecords,
+        chunks: attacher.counters.chunks,
+        stalls: attacher.counters.stalls,
+        drains: drainer.drains,
+        wakeups: drainer.wakeups,
+      };
+    },
+    stopMessage: 'detached',
+    reasonField: 'reason',
+    stopDeadlineMs: o.detachTimeout * 1000 + 5000,
+    onStopRequest: (stop) => {
+      requestStop = stop;
+      attacher.on('target-exit', () => stop('target-exit'));
+    },
   });
 }
 

@@ -1,9 +1,9 @@
 // The in-process poller of `top` and `diagnose`: the same sock_diag source
 // and connection table as `watch`, without a server, so neither needs a
 // running agent. Or, with --from, a running agent's /api/connections.
-import { isSystemError } from '../native.js';
 import type { PortRange } from '../parse/inet_diag.js';
 import { DEFAULT_STATES, DiagSource } from '../sources/diag.js';
+import { DiagPoller, dumpFailure } from '../sources/diag_poller.js';
 import { ConnectionTable } from '../model/connections.js';
 import { OwnerResolver } from '../model/owners.js';
 import { sampleOfApi, sampleOfConnection, type ConnSample } from '../model/verdict.js';
@@ -55,52 +55,27 @@ export interface Poller {
   readonly describe: string;
 }
 
-export function parsePortRange(text: string): PortRange {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(text);
-  const from = Number(m?.[1]);
-  const to = m?.[2] !== undefined ? Number(m[2]) : from;
-  if (m === null || from < 1 || to > 65535 || from > to) throw new Error('expected a port (1-65535) or a range like 8000-8100');
-  return { from, to };
-}
-
 export function portsText(ports: readonly PortRange[]): string {
   return ports.length === 0 ? 'all ports' : ports.map((r) => (r.from === r.to ? `:${r.from}` : `:${r.from}-${r.to}`)).join(' ');
 }
 
-/** A sentence for a native error, by code. */
-export function dumpFailure(e: unknown): string {
-  if (isSystemError(e)) {
-    const hints: Record<string, string> = {
-      EPROTONOSUPPORT: 'the kernel has no sock_diag support for TCP (modprobe tcp_diag)',
-      ENOENT: 'the kernel has no inet_diag handler for TCP (modprobe tcp_diag)',
-      EPERM: 'the kernel refused the sock_diag dump (a seccomp or LSM policy may block netlink sockets)',
-      EACCES: 'the kernel refused the sock_diag dump (a seccomp or LSM policy may block netlink sockets)',
-    };
-    return `cannot dump TCP sockets: ${hints[e.code] ?? e.message} (${e.syscall}: ${e.code})`;
-  }
-  return `cannot dump TCP sockets: ${e instanceof Error ? e.message : String(e)}`;
-}
-
 export class LocalPoller implements Poller {
-  private readonly source: DiagSource;
+  private readonly poller: DiagPoller;
   private readonly table: ConnectionTable;
   private readonly owners: OwnerResolver | undefined;
   readonly describe: string;
 
   constructor(ports: readonly PortRange[], owners = true) {
-    this.source = new DiagSource({ ports, remoteCidrs: [], states: DEFAULT_STATES });
     this.owners = owners ? new OwnerResolver({ minRescanMs: 2000 }) : undefined;
     const o = this.owners;
     this.table = new ConnectionTable({ closeGraceMs: 0, portsChosen: ports.length > 0, onNew: o !== undefined ? (c) => o.request(c) : undefined });
+    this.poller = new DiagPoller(new DiagSource({ ports, remoteCidrs: [], states: DEFAULT_STATES }), this.table);
     this.describe = `${portsText(ports)} in this network namespace`;
   }
 
   poll(): Promise<ConnSample[]> {
     try {
-      const listening = new Set<number>();
-      this.table.beginPoll(Date.now(), listening);
-      const r = this.source.poll((s) => this.table.track(s), listening);
-      this.table.endPoll(!r.interrupted);
+      this.poller.poll();
     } catch (e) {
       return Promise.reject(new Error(dumpFailure(e)));
     }

@@ -1,11 +1,12 @@
 // The sock_diag connection metrics of `watch` for a few ports, for the
-// per-chunk modes (proxy, attach): their operators get the per-port and
+// per-chunk modes (proxy, attach, trace): their operators get the per-port and
 // per-connection chronographs of the same sockets next to the chunk records.
 import { release } from 'node:os';
 import { WatchMetrics } from '../export/metrics.js';
 import { ConnectionTable, type Connection } from '../model/connections.js';
 import type { PortRange } from '../parse/inet_diag.js';
 import { DEFAULT_STATES, DiagSource } from '../sources/diag.js';
+import { DiagPoller } from '../sources/diag_poller.js';
 import { logOnce } from './log.js';
 import { version } from './version.js';
 
@@ -20,15 +21,17 @@ export interface PortWatch {
   stop(): void;
 }
 
+const sourceFor = (ports: PortRange[]): DiagSource => new DiagSource({ ports, remoteCidrs: [], states: DEFAULT_STATES });
+
 /**
  * Polls the connections of `ports` every `intervalSeconds`. Throws when the
  * first dump fails (the caller reports it as degraded and goes on without).
  */
 export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number; maxSeries: number }): PortWatch {
   const table = new ConnectionTable({ closeGraceMs: 0, portsChosen: true });
-  let source = new DiagSource({ ports, remoteCidrs: [], states: DEFAULT_STATES });
-  source.poll();
-  const stats = { polls: 0, pollErrors: 0, parseErrors: 0, interrupted: 0, seen: 0 };
+  const poller = new DiagPoller(sourceFor(ports), table);
+  poller.poll();
+  const stats = poller.stats;
   // Connections by socket inode for attach's per-chunk question, built on the
   // first question after a poll (proxy never asks).
   let byInode: Map<number, Connection> | undefined;
@@ -38,9 +41,9 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
     () => ({
       polls: stats.polls,
       pollErrors: stats.pollErrors,
-      parseErrors: { dump: stats.parseErrors, destroy: 0 },
-      dumpInterrupted: stats.interrupted,
-      socketsSeen: stats.seen,
+      parseErrors: { dump: stats.dumpParseErrors, destroy: 0 },
+      dumpInterrupted: stats.dumpInterrupted,
+      socketsSeen: stats.socketsSeen,
       destroyFeedUp: false,
       destroyedSockets: 0,
       destroyFeedLost: 0,
@@ -49,21 +52,10 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
     { maxConnections: o.maxSeries, info: { version: version(), kernel: release(), destroyFeed: 'off' } },
   );
   const poll = (): void => {
-    try {
-      const r = source.poll();
-      table.applyPoll(r.sockets, Date.now(), r.listeningPorts, !r.interrupted);
-      byInode = undefined;
-      stats.polls++;
-      stats.seen = r.seen;
-      stats.parseErrors += r.parseErrors;
-      stats.interrupted += r.interruptedRetries + (r.interrupted ? 1 : 0);
-    } catch (e) {
-      stats.pollErrors++;
-      const error = e instanceof Error ? e.message : String(e);
-      logOnce(`poll:${error}`, 'warn', 'sock_diag poll failed; retrying every interval', { error });
-    }
+    const r = poller.tryPoll(metrics.pollDuration);
+    byInode = undefined;
+    if (typeof r === 'string') logOnce(`poll:${r}`, 'warn', 'sock_diag poll failed; retrying every interval', { error: r });
   };
-  poll();
   const timer = setInterval(poll, o.intervalSeconds * 1000);
   return {
     table,
@@ -76,7 +68,7 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
       return byInode.get(inode)?.bufferBound === true;
     },
     setPorts(next: PortRange[]): void {
-      source = new DiagSource({ ports: next, remoteCidrs: [], states: DEFAULT_STATES });
+      poller.source = sourceFor(next);
     },
     stop(): void {
       clearInterval(timer);

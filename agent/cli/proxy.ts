@@ -5,25 +5,17 @@
 // long it took. Serves /metrics (chunk metrics, proxy self metrics and, with
 // --diag on, the sock_diag connection metrics of `watch` for the proxy's
 // port), /healthz, /api/chunks and /api/connections.
-import type { Server } from 'node:http';
-import { release } from 'node:os';
-import express, { type Request, type Response } from 'express';
-import { Registry } from 'prom-client';
-import { ChunkEvents } from '../export/chunk_events.js';
-import { ChunkMetrics } from '../export/chunk_metrics.js';
-import { createApp } from '../export/http.js';
 import { registerProxyMetrics } from '../proxy/metrics.js';
-import { Proxy, type HostPort, type ProxyChunkRecord, type UpstreamErrorReason } from '../proxy/relay.js';
+import { TcpProxy, type HostPort, type ProxyChunkRecord, type UpstreamErrorReason } from '../proxy/relay.js';
 import { RouteMap, parseRoute, type Route } from '../proxy/routes.js';
 import type { Command } from './command.js';
 import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, stallAfterFlag } from './common_flags.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
-import { startPortWatch, type PortWatch } from './port_watch.js';
-import { hostPort, listenFailure, startServer } from './serve.js';
+import { ChunkOutputs } from './chunk_mode.js';
+import { serveMode } from './runtime.js';
+import { hostPort, listenFailure } from './serve.js';
 import { applyRedaction, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
-import { describeRedaction } from '../export/redact.js';
-import { log, logOnce } from './log.js';
-import { dropPrivileges } from './privileges.js';
+import { logOnce } from './log.js';
 import { version } from './version.js';
 
 const SUMMARY =
@@ -168,17 +160,17 @@ async function runProxy(argv: readonly string[]): Promise<number> {
   applyRedaction(o);
   if (o.listen === undefined) throw new UsageError('--listen is required, e.g. --listen :8080 (see `tcp-chronograph proxy --help`)');
   if (o.upstream === undefined) throw new UsageError('--upstream is required, e.g. --upstream 127.0.0.1:8081 (see `tcp-chronograph proxy --help`)');
+  const upstream = o.upstream;
   const routeNames = new Map<string, string>();
   for (const r of o.route) {
     const seen = routeNames.get(r.prefix);
     if (seen !== undefined && seen !== r.name) throw new UsageError(`--route: the prefix ${r.prefix} is mapped to both ${seen} and ${r.name}; map it once`);
     routeNames.set(r.prefix, r.name);
   }
-  const degraded: string[] = [];
 
-  const proxy = new Proxy({
+  const proxy = new TcpProxy({
     listen: o.listen,
-    upstream: o.upstream,
+    upstream,
     proxyProtocol: o.proxyProtocol === 'off' ? undefined : o.proxyProtocol,
     routes: new RouteMap(o.route),
     http: o.http,
@@ -191,46 +183,31 @@ async function runProxy(argv: readonly string[]): Promise<number> {
     readBufferBytes: o.bufferSize,
   });
 
-  // Connection metrics of `watch` for the proxy's clients (sock_diag), where the kernel allows.
-  let portWatch: PortWatch | undefined;
-
-  const events = new ChunkEvents();
-  if (o.events !== undefined) {
-    try {
-      await events.openFile(o.events);
-    } catch (e) {
-      throw new Error(`cannot open --events ${o.events}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-
   let listening: HostPort;
   try {
     listening = await proxy.start();
   } catch (e) {
     throw listenFailure('clients', o.listen, '--listen', e);
   }
-
-  if (o.diag === 'on') {
-    try {
-      portWatch = startPortWatch([{ from: listening.port, to: listening.port }], { intervalSeconds: o.interval, maxSeries: o.maxConnectionSeries });
-    } catch (e) {
-      degraded.push(`connection metrics off: the sock_diag dump failed (${e instanceof Error ? e.message : String(e)})`);
-    }
+  let out: ChunkOutputs;
+  try {
+    out = await ChunkOutputs.open({
+      events: o.events,
+      // Connection metrics of `watch` for the proxy's clients (sock_diag), where the kernel allows.
+      diag: o.diag === 'on' ? { ports: [{ from: listening.port, to: listening.port }], intervalSeconds: o.interval, maxSeries: o.maxConnectionSeries } : undefined,
+    });
+  } catch (e) {
+    await proxy.close(0);
+    throw e;
   }
-  const watchMetrics = portWatch?.metrics;
-  const registry = watchMetrics?.registry ?? new Registry();
-  const chunkMetrics = new ChunkMetrics(registry);
   registerProxyMetrics(
-    registry,
+    out.registry,
     proxy,
-    { version: version(), upstream: hostPort(o.upstream), proxyProtocol: o.proxyProtocol, http: o.http },
-    { eventsDropped: () => events.dropped },
+    { version: version(), upstream: hostPort(upstream), proxyProtocol: o.proxyProtocol, http: o.http },
+    { eventsDropped: () => out.events.dropped },
   );
 
-  const onRecord = (c: ProxyChunkRecord): void => {
-    chunkMetrics.observe(c, { port: c.port, mode: 'proxy', route: c.route });
-    events.push({ ...c, mode: 'proxy' });
-  };
+  const onRecord = (c: ProxyChunkRecord): void => out.record(c, { port: c.port, mode: 'proxy', route: c.route }, { mode: 'proxy' });
   proxy.on('chunk', onRecord);
   proxy.on('stall', onRecord);
   proxy.on('upstream-error', (e: NodeJS.ErrnoException, reason: UpstreamErrorReason) => {
@@ -239,7 +216,7 @@ async function runProxy(argv: readonly string[]): Promise<number> {
         ? 'the upstream closed in the middle of an HTTP response (or with a request unanswered); the client connection was closed'
         : 'upstream connection failed; the client connection was reset';
     logOnce(`upstream:${reason}:${e.code ?? ''}`, 'warn', `${what} (logged once per reason, counted in tcp_chrono_proxy_upstream_errors_total)`, {
-      upstream: hostPort(o.upstream),
+      upstream: hostPort(upstream),
       reason,
       error: e.message,
     });
@@ -251,94 +228,46 @@ async function runProxy(argv: readonly string[]): Promise<number> {
   });
   proxy.on('error', (e: Error) => logOnce(`accept:${e.message}`, 'warn', 'accepting a client connection failed', { error: e.message }));
 
-  const app = express();
-  app.disable('x-powered-by');
-  app.disable('etag');
-  app.get('/metrics', async (_req: Request, res: Response) => {
-    try {
-      const body = watchMetrics !== undefined ? await watchMetrics.render() : await registry.metrics();
-      res.set('Content-Type', registry.contentType).send(body);
-    } catch (e) {
-      res.status(500).type('text/plain').send(`metrics rendering failed: ${e instanceof Error ? e.message : String(e)}\n`);
-    }
-  });
-  app.get('/healthz', (_req: Request, res: Response) => {
-    const fileError = events.fileFailure;
-    const ok = fileError === undefined;
-    res.status(ok ? 200 : 503).json({
-      ok,
+  return serveMode({
+    command: 'proxy',
+    listen: o.metricsListen,
+    listenFlag: '--metrics-listen',
+    listenField: 'metrics',
+    security,
+    metrics: out.metrics,
+    health: () => ({
+      ...out.healthFields(),
       listen: hostPort(listening),
-      upstream: hostPort(o.upstream),
+      upstream: hostPort(upstream),
       connections: proxy.counters.open,
       upstreamErrors: proxy.counters.upstreamErrors,
-      ...(fileError !== undefined && { eventsError: fileError.message }),
-    });
-  });
-  app.get('/api/chunks', events.handler);
-  if (portWatch !== undefined) {
-    // /api/connections as in watch mode (its /metrics and /healthz are shadowed by the routes above).
-    app.use(createApp({ metrics: portWatch.metrics, table: portWatch.table, health: () => ({ ok: true }) }));
-  } else {
-    app.use((_req: Request, res: Response) => {
-      res.status(404).json({ error: 'not found: try /metrics, /healthz or /api/chunks' });
-    });
-  }
-  let http: { server: Server; address: HostPort };
-  try {
-    http = await startServer(app, o.metricsListen, security);
-  } catch (e) {
-    await proxy.close(0);
-    await events.close();
-    throw listenFailure('metrics', o.metricsListen, '--metrics-listen', e);
-  }
-
-  log('info', 'proxying', {
-    version: version(),
-    kernel: release(),
-    listen: hostPort(listening),
-    upstream: hostPort(o.upstream),
-    metrics: `${security.tls !== undefined ? 'https' : 'http'}://${hostPort(http.address)}`,
-    auth: security.token !== undefined ? 'bearer token' : 'none',
-    redact: describeRedaction(),
-    http: o.http,
-    routes: o.route.map((r) => `${r.name}=${r.prefix}`),
-    proxyProtocol: o.proxyProtocol,
-    sample: o.sample,
-    bufferSize: o.bufferSize,
-    instrument: o.instrument,
-    diag: portWatch !== undefined ? 'on' : 'off',
-    events: o.events ?? null,
-    degraded,
-  });
-  for (const d of degraded) logOnce(d, 'warn', d);
-  dropPrivileges('proxy', { log });
-
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals): void => {
-      if (stopping) process.exit(1); // second signal: the user insists
-      stopping = true;
-      portWatch?.stop();
-      // Stop accepting, let open connections finish for a moment, then reset them.
-      const deadline = setTimeout(() => {
-        log('warn', 'shutdown deadline passed; exiting', { signal });
-        resolve(0);
-      }, 8000);
-      deadline.unref();
-      void (async () => {
-        await proxy.close(3000);
-        await events.close();
-        await new Promise<void>((done) => {
-          http.server.close(() => done());
-          http.server.closeAllConnections();
-        });
-        clearTimeout(deadline);
-        log('info', 'stopped', { signal, connections: proxy.counters.accepted, bytesToClient: proxy.counters.bytesToClient });
-        resolve(0);
-      })();
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    }),
+    routes: (app) => out.routes(app),
+    paths: out.paths,
+    startMessage: 'proxying',
+    startFields: () => ({
+      listen: hostPort(listening),
+      upstream: hostPort(upstream),
+      http: o.http,
+      routes: o.route.map((r) => `${r.name}=${r.prefix}`),
+      proxyProtocol: o.proxyProtocol,
+      sample: o.sample,
+      bufferSize: o.bufferSize,
+      instrument: o.instrument,
+      diag: out.portWatch !== undefined ? 'on' : 'off',
+      events: o.events ?? null,
+    }),
+    degraded: out.degraded,
+    abort: async () => {
+      await proxy.close(0);
+      await out.close();
+    },
+    // Stop accepting, let open connections finish for a moment, then reset them.
+    stop: async () => {
+      await proxy.close(3000);
+      await out.close();
+      return { connections: proxy.counters.accepted, bytesToClient: proxy.counters.bytesToClient };
+    },
   });
 }
 

@@ -6,13 +6,9 @@ import type express from 'express';
 import { listenApp, type HttpSecurity } from '../export/http.js';
 import { log } from './log.js';
 
-export interface HostPort {
-  host: string;
-  port: number;
-}
+import { hostPort, type HostPort } from '../address.js';
 
-/** "127.0.0.1:9465", "[::1]:9465". */
-export const hostPort = (a: HostPort): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+export { hostPort, type HostPort };
 
 /** Loopback addresses: the only ones a mode listens on unless told otherwise. */
 export const isLoopback = (host: string): boolean => /^127\./.test(host) || host === '::1' || host === 'localhost' || /^::ffff:127\./i.test(host);

@@ -16,7 +16,8 @@ import { WindowTracker, rateText, windowLimit, windowShares, type ConnSample, ty
 import type { Shares } from '../model/classify.js';
 import type { Command } from './command.js';
 import { formatHelp, parseBool, parseDuration, parseFlags, type FlagSpec } from './flags.js';
-import { FROM_FLAG, FROM_TOKEN_FLAG, LocalPoller, RemotePoller, parsePortRange, portsText, type Poller } from './local.js';
+import { FROM_FLAG, FROM_TOKEN_FLAG, LocalPoller, RemotePoller, portsText, type Poller } from './local.js';
+import { parsePortRange } from './common_flags.js';
 import { applyRedaction, REDACT_FLAGS } from './common_flags.js';
 import { dropPrivileges } from './privileges.js';
 

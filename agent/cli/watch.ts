@@ -7,19 +7,20 @@ import { release } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isSystemError } from '../native.js';
 import { TCP_STATES, stateName, type TcpChrono } from '../parse/inet_diag.js';
-import { DiagSource, parseCidr, type PollResult } from '../sources/diag.js';
+import { DiagSource, parseCidr } from '../sources/diag.js';
+import { DiagPoller, dumpFailure } from '../sources/diag_poller.js';
 import { DestroyFeed } from '../sources/destroy.js';
 import { ConnectionTable } from '../model/connections.js';
 import { OwnerResolver } from '../model/owners.js';
 import { WatchMetrics, type SelfSnapshot } from '../export/metrics.js';
-import { startHttp, type HttpServer } from '../export/http.js';
+import { createApp } from '../export/http.js';
 import type { Command } from './command.js';
 import { applyRedaction, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
-import { hostPort, isLoopback, listenFailure } from './serve.js';
 import { describeRedaction } from '../export/redact.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, type FlagSpec } from './flags.js';
 import { LOG_FORMAT_FLAG, configureLog, log, logOnce } from './log.js';
-import { dropPrivileges, privileges } from './privileges.js';
+import { privileges } from './privileges.js';
+import { serveMode } from './runtime.js';
 import { version } from './version.js';
 
 const SUMMARY =
@@ -91,59 +92,6 @@ function netnsId(): string {
   }
 }
 
-/** A sentence for a native error, by code (never by message). */
-function dumpFailure(e: unknown): string {
-  if (isSystemError(e)) {
-    const hints: Record<string, string> = {
-      EPROTONOSUPPORT: 'the kernel has no sock_diag support for TCP (load the tcp_diag module: modprobe tcp_diag)',
-      ENOENT: 'the kernel has no inet_diag handler for TCP (load the tcp_diag module: modprobe tcp_diag)',
-      EPERM: 'the kernel refused the sock_diag dump (a seccomp or LSM policy may block netlink sockets)',
-      EACCES: 'the kernel refused the sock_diag dump (a seccomp or LSM policy may block netlink sockets)',
-      EINVAL: 'the kernel rejected the dump request (the port filter may be unsupported on this kernel)',
-    };
-    return `cannot dump TCP sockets: ${hints[e.code] ?? e.message} (${e.syscall}: ${e.code})`;
-  }
-  return `cannot dump TCP sockets: ${e instanceof Error ? e.message : String(e)}`;
-}
-
-export interface PollStats {
-  polls: number;
-  pollErrors: number;
-  dumpParseErrors: number;
-  /** Interrupted dumps (NLM_F_DUMP_INTR): each retried one, and a final one still interrupted. */
-  dumpInterrupted: number;
-  socketsSeen: number;
-  lastOk: number;
-  lastError: string | undefined;
-}
-
-/**
- * One poll into the table, streamed (each socket goes to the table as it is
- * decoded). An interrupted dump is retried by the source; if it is still
- * interrupted, nothing is closed for being absent from it. Throws native errors.
- */
-export function pollTable(
-  source: DiagSource,
-  table: ConnectionTable,
-  stats: PollStats,
-  duration?: { observe(seconds: number): void },
-  now = Date.now(),
-): PollResult {
-  const t0 = performance.now();
-  const listening = new Set<number>();
-  table.beginPoll(now, listening);
-  const r = source.poll((s) => table.track(s), listening);
-  table.endPoll(!r.interrupted);
-  duration?.observe((performance.now() - t0) / 1000);
-  stats.polls++;
-  stats.socketsSeen = r.seen;
-  stats.dumpParseErrors += r.parseErrors;
-  stats.dumpInterrupted += r.interruptedRetries + (r.interrupted ? 1 : 0);
-  stats.lastOk = Date.now();
-  stats.lastError = undefined;
-  return r;
-}
-
 async function runWatch(argv: readonly string[]): Promise<number> {
   const { values: o, help } = parseFlags('watch', FLAGS, argv);
   if (help) {
@@ -162,8 +110,9 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     onNew: owners !== undefined ? (c) => owners.request(c) : undefined,
   });
   const degraded: string[] = [];
-
-  const stats: PollStats & { pollsMissed: number } = { polls: 0, pollErrors: 0, dumpParseErrors: 0, dumpInterrupted: 0, socketsSeen: 0, lastOk: 0, lastError: undefined, pollsMissed: 0 };
+  const poller = new DiagPoller(source, table);
+  const stats = poller.stats;
+  let pollsMissed = 0;
 
   // Destroy feed first, so a connection closing during the first poll is not missed.
   let feed: DestroyFeed | undefined;
@@ -193,7 +142,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     owners,
     (): SelfSnapshot => ({
       polls: stats.polls,
-      pollsMissed: stats.pollsMissed,
+      pollsMissed,
       pollErrors: stats.pollErrors,
       parseErrors: { dump: stats.dumpParseErrors, destroy: feed?.counters.parseErrors ?? 0 },
       dumpInterrupted: stats.dumpInterrupted,
@@ -208,7 +157,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
 
   let firstSample: TcpChrono | undefined;
   const pollOnce = (): void => {
-    const r = pollTable(source, table, stats, metrics.pollDuration);
+    const r = poller.poll(metrics.pollDuration);
     if (r.firstParseError !== undefined) {
       if (r.firstParseError.startsWith('tcp_info') && r.firstParseError.includes('need at least')) {
         logOnce('old-kernel', 'error', 'this kernel is too old for the sender chronographs: they need Linux 4.10 or newer', {
@@ -242,57 +191,6 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     throw new Error(dumpFailure(e));
   }
 
-  let server: HttpServer;
-  try {
-    server = await startHttp(
-      {
-        metrics,
-        table,
-        owners,
-        health: () => {
-          const age = (Date.now() - stats.lastOk) / 1000;
-          const ok = age <= 3 * o.interval + 1;
-          return { ok, lastPollAgeSeconds: age, lastError: stats.lastError ?? null, destroyFeed: feedState, connections: table.open.size };
-        },
-      },
-      o.listen.host,
-      o.listen.port,
-      security,
-    );
-  } catch (e) {
-    feed?.close();
-    throw listenFailure('', o.listen, '--listen', e);
-  }
-  if (!isLoopback(o.listen.host) && security.token === undefined) {
-    logOnce('open-listener', 'warn', 'the HTTP server listens beyond loopback without --auth-token-file: anyone who can reach it reads every metric and connection', { listen: hostPort(server.address) });
-  }
-
-  log('info', 'watching', {
-    version: version(),
-    kernel: release(),
-    netns: netnsId(),
-    interval: o.interval,
-    ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : 'all',
-    remoteCidrs: o.remoteCidr.length > 0 ? o.remoteCidr : 'all',
-    states: o.state.map(stateName),
-    listen: `${security.tls !== undefined ? 'https' : 'http'}://${hostPort(server.address)}`,
-    auth: security.token !== undefined ? 'bearer token' : 'none',
-    redact: describeRedaction(),
-    maxConnections: o.maxConnections,
-    destroyFeed: feedState,
-    owners: o.owners,
-    connections: table.open.size,
-    privileges: privileges(),
-    // What this kernel's tcp_info carries (unknown until a connection is seen).
-    kernelFeatures:
-      firstSample === undefined
-        ? 'unknown until a connection is seen'
-        : { chronographs: true, peerWindow: firstSample.sndWnd !== undefined, bytesRetrans: firstSample.bytesRetrans !== undefined },
-    degraded,
-  });
-  for (const d of degraded) logOnce(d, 'warn', d);
-  dropPrivileges('watch', { log, owners: owners !== undefined });
-
   // Phase-aligned: polls are due at loopStart + k·interval (slot k), so a
   // slow poll never shifts the ones after it. A poll that ends past the next
   // slot's start (or starts late because the event loop was busy) leaves that
@@ -307,7 +205,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     const next = Math.max(slot + 1, Math.floor((now - loopStart) / intervalMs) + 1);
     const skipped = next - slot - 1;
     if (skipped > 0) {
-      stats.pollsMissed += skipped;
+      pollsMissed += skipped;
       logOnce('polls-missed', 'warn', 'a poll was skipped: the previous poll or other work on the event loop ran past the interval; counted in tcp_chrono_agent_polls_missed_total', {
         interval: o.interval,
         connections: table.open.size,
@@ -333,27 +231,58 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   };
   schedule();
 
-  return new Promise<number>((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        process.exit(1); // second signal: the user insists
-      }
+  const routes = createApp({
+    metrics,
+    table,
+    owners,
+    health: () => ({ ok: true }),
+  });
+  return serveMode({
+    command: 'watch',
+    listen: o.listen,
+    listenFlag: '--listen',
+    listenField: 'listen',
+    security,
+    metrics,
+    health: () => {
+      const age = (Date.now() - stats.lastOk) / 1000;
+      const ok = age <= 3 * o.interval + 1;
+      return { ok, lastPollAgeSeconds: age, lastError: stats.lastError ?? null, destroyFeed: feedState, connections: table.open.size };
+    },
+    routes: (app) => app.use(routes),
+    paths: ['/api/connections', '/api/overview', '/'],
+    startMessage: 'watching',
+    startFields: () => ({
+      netns: netnsId(),
+      interval: o.interval,
+      ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : 'all',
+      remoteCidrs: o.remoteCidr.length > 0 ? o.remoteCidr : 'all',
+      states: o.state.map(stateName),
+      maxConnections: o.maxConnections,
+      destroyFeed: feedState,
+      owners: o.owners,
+      connections: table.open.size,
+      privileges: privileges(),
+      // What this kernel's tcp_info carries (unknown until a connection is seen).
+      kernelFeatures:
+        firstSample === undefined
+          ? 'unknown until a connection is seen'
+          : { chronographs: true, peerWindow: firstSample.sndWnd !== undefined, bytesRetrans: firstSample.bytesRetrans !== undefined },
+    }),
+    degraded,
+    drop: { owners: owners !== undefined },
+    abort: async () => {
       stopping = true;
       if (timer !== undefined) clearTimeout(timer);
       feed?.close();
-      const deadline = setTimeout(() => {
-        log('warn', 'shutdown deadline passed; exiting', { signal });
-        resolve(0);
-      }, 5000);
-      deadline.unref();
-      void server.close().then(() => {
-        clearTimeout(deadline);
-        log('info', 'stopped', { signal, polls: stats.polls });
-        resolve(0);
-      });
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    },
+    stop: async () => {
+      stopping = true;
+      if (timer !== undefined) clearTimeout(timer);
+      feed?.close();
+      return { polls: stats.polls };
+    },
+    stopDeadlineMs: 5000,
   });
 }
 

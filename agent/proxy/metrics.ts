@@ -2,7 +2,7 @@
 import type { Registry } from 'prom-client';
 import { selfMetrics } from '../export/self_metrics.js';
 import { errqueue } from '../sources/errqueue.js';
-import { RAW_REASONS, UPSTREAM_ERROR_REASONS, type Proxy } from './relay.js';
+import { RAW_REASONS, UPSTREAM_ERROR_REASONS, type TcpProxy } from './relay.js';
 
 export interface ProxyInfo {
   version: string;
@@ -12,7 +12,7 @@ export interface ProxyInfo {
 }
 
 /** Registers the proxy's self metrics in `registry`; values are read from `proxy` at each scrape. */
-export function registerProxyMetrics(registry: Registry, proxy: Proxy, info: ProxyInfo, extra: { eventsDropped?: () => number } = {}): void {
+export function registerProxyMetrics(registry: Registry, proxy: TcpProxy, info: ProxyInfo, extra: { eventsDropped?: () => number } = {}): void {
   const { counter, counterBy, gauge, eventsDropped, info: infoGauge } = selfMetrics(registry);
   const c = proxy.counters;
   counter('tcp_chrono_proxy_connections_accepted_total', 'Client connections accepted.', () => c.accepted);

@@ -28,15 +28,14 @@ import { EventEmitter } from 'node:events';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import { instrument, type ChunkRecord, type InstrumentOptions, type Probe } from '../instrument.js';
+import type { HostPort } from '../address.js';
 import { native } from '../native.js';
+import { SOL_SOCKET } from '../parse/cmsg.js';
 import { Framer, type Boundary, type RawReason } from './http1.js';
 import { proxyHeader, type ProxyProtocolVersion } from './proxy_protocol.js';
 import { RouteMap } from './routes.js';
 
-export interface HostPort {
-  host: string;
-  port: number;
-}
+export type { HostPort } from '../address.js';
 
 export interface ProxyOptions {
   listen: HostPort;
@@ -136,7 +135,6 @@ function upstreamReason(err: NodeJS.ErrnoException, connected: boolean): Upstrea
   }
 }
 
-const SOL_SOCKET = 1;
 const SO_ERROR = 4;
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 
@@ -161,7 +159,7 @@ function pendingError(s: Socket): NodeJS.ErrnoException | undefined {
   return Object.assign(new Error(`read ${code}`), { code, errno: -errno, syscall: 'read' });
 }
 
-export class Proxy extends EventEmitter {
+export class TcpProxy extends EventEmitter {
   readonly counters: ProxyCounters = {
     accepted: 0,
     rejected: 0,
@@ -274,7 +272,7 @@ class Relay {
   private clientEnded = false;
 
   constructor(
-    private readonly proxy: Proxy,
+    private readonly proxy: TcpProxy,
     private readonly client: Socket,
   ) {
     const o = proxy.opts;

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Proxy, type ProxyChunkRecord, type ProxyOptions } from '../../agent/proxy/relay.js';
+import { TcpProxy, type ProxyChunkRecord, type ProxyOptions } from '../../agent/proxy/relay.js';
 import { RouteMap, parseRoute } from '../../agent/proxy/routes.js';
 import { collect, listen, portOf, sleep, slowReader } from '../helpers/loopback.js';
 
@@ -29,13 +29,13 @@ async function upstreamServer(host: '127.0.0.1' | '::1', onConn: (s: net.Socket)
 }
 
 async function startProxy(upstreamPort: number, opts: Partial<ProxyOptions> = {}, host: '127.0.0.1' | '::1' = '127.0.0.1'): Promise<Proxy> {
-  const proxy = new Proxy({ listen: { host, port: 0 }, upstream: { host, port: upstreamPort }, ...opts });
+  const proxy = new TcpProxy({ listen: { host, port: 0 }, upstream: { host, port: upstreamPort }, ...opts });
   await proxy.start();
   cleanup.push(() => proxy.close(100));
   return proxy;
 }
 
-function connectTo(proxy: Proxy, host = '127.0.0.1', allowHalfOpen = false): Promise<net.Socket> {
+function connectTo(proxy: TcpProxy, host = '127.0.0.1', allowHalfOpen = false): Promise<net.Socket> {
   const s = net.connect({ host, port: proxy.address.port, allowHalfOpen });
   cleanup.push(() => s.destroy());
   return once(s, 'connect').then(() => s);
@@ -200,7 +200,7 @@ describe('latency', () => {
 });
 
 describe('PROXY protocol', () => {
-  async function firstBytes(version: 'v1' | 'v2', host: '127.0.0.1' | '::1'): Promise<{ got: Buffer; client: net.Socket; proxy: Proxy }> {
+  async function firstBytes(version: 'v1' | 'v2', host: '127.0.0.1' | '::1'): Promise<{ got: Buffer; client: net.Socket; proxy: TcpProxy }> {
     let resolveGot: (b: Buffer) => void;
     const gotP = new Promise<Buffer>((r) => (resolveGot = r));
     const server = await upstreamServer(host, (s) => {

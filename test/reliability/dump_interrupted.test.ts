@@ -15,7 +15,7 @@ import { NLMSG_DONE, NLM_F_DUMP_INTR, align4 } from '../../agent/parse/netlink.j
 import { DiagSource, MAX_INTR_RETRIES, diagBinding, type DiagBinding } from '../../agent/sources/diag.js';
 import { ConnectionTable } from '../../agent/model/connections.js';
 import { WatchMetrics } from '../../agent/export/metrics.js';
-import { pollTable, type PollStats } from '../../agent/cli/watch.js';
+import { DiagPoller, newPollStats, type PollStats } from '../../agent/sources/diag_poller.js';
 
 const SOCK_DIAG_BY_FAMILY = 20;
 
@@ -68,8 +68,14 @@ function fakeBinding(port: number, interrupt: (attempt: number) => boolean): Dia
   return fake;
 }
 
-function newStats(): PollStats {
-  return { polls: 0, pollErrors: 0, dumpParseErrors: 0, dumpInterrupted: 0, socketsSeen: 0, lastOk: 0, lastError: undefined };
+const newStats = newPollStats;
+/** One poll of `source` into `table`, counted in `stats` (the agent's poller, with the stats carried across pollers). */
+function pollTable(source: DiagSource, table: ConnectionTable, stats: PollStats) {
+  const poller = new DiagPoller(source, table);
+  Object.assign(poller.stats, stats);
+  const r = poller.poll();
+  Object.assign(stats, poller.stats);
+  return r;
 }
 
 async function interruptedTotal(table: ConnectionTable, stats: PollStats): Promise<number> {

@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { native } from '../../agent/native.js';
-import { Proxy } from '../../agent/proxy/relay.js';
+import { TcpProxy } from '../../agent/proxy/relay.js';
 import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 import { sleep } from '../helpers/loopback.js';
 import { stopChild, waitForLine } from '../lab/lab.js';
@@ -425,7 +425,7 @@ describe('proxy: the half-close timeout is for a silent upstream only', () => {
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    const proxy = new Proxy({
+    const proxy = new TcpProxy({
       listen: { host: '127.0.0.1', port: 0 },
       upstream: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port },
       halfCloseTimeoutMs: 1000,
@@ -467,7 +467,7 @@ describe('proxy: the half-close timeout is for a silent upstream only', () => {
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    const proxy = new Proxy({
+    const proxy = new TcpProxy({
       listen: { host: '127.0.0.1', port: 0 },
       upstream: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port },
       halfCloseTimeoutMs: 3000,
