@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "has_libbpf": "<!(pkg-config --exists libbpf && echo true || echo false)"
+  },
   "targets": [
     {
       "target_name": "tcp_chronograph",
@@ -15,7 +18,15 @@
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
       ],
       "defines": ["NAPI_VERSION=8"],
-      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-O2"]
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-O2"],
+      "conditions": [
+        ["has_libbpf=='true'", {
+          "sources": ["native/trace.cc"],
+          "defines": ["TCP_CHRONO_TRACE"],
+          "libraries": ["<!@(pkg-config --libs libbpf)"],
+          "cflags_cc": ["<!@(pkg-config --cflags libbpf)"]
+        }]
+      ]
     }
   ]
 }

@@ -8,6 +8,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   chrono::InitDiag(env, exports);
   chrono::InitAttach(env, exports);
   chrono::InitCaps(env, exports);
+#ifdef TCP_CHRONO_TRACE
+  chrono::InitTrace(env, exports);
+#endif
   return exports;
 }
 

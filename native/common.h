@@ -56,5 +56,8 @@ void InitSockopt(Napi::Env env, Napi::Object exports);
 void InitDiag(Napi::Env env, Napi::Object exports);
 void InitAttach(Napi::Env env, Napi::Object exports);
 void InitCaps(Napi::Env env, Napi::Object exports);
+#ifdef TCP_CHRONO_TRACE
+void InitTrace(Napi::Env env, Napi::Object exports);
+#endif
 
 }  // namespace chrono

@@ -4,8 +4,9 @@ import { attachCommand } from './attach.js';
 import { diagnoseCommand } from './diagnose.js';
 import { proxyCommand } from './proxy.js';
 import { topCommand } from './top.js';
+import { traceCommand } from './trace.js';
 import { watchCommand } from './watch.js';
 
-export const commands: readonly Command[] = [watchCommand, proxyCommand, attachCommand, topCommand, diagnoseCommand];
+export const commands: readonly Command[] = [watchCommand, traceCommand, proxyCommand, attachCommand, topCommand, diagnoseCommand];
 
 export const defaultCommand: Command = commands.find((c) => c.name === DEFAULT_COMMAND)!;

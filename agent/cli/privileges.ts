@@ -22,7 +22,7 @@ export const CAPABILITIES = [
 ] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
-export type Mode = 'watch' | 'attach' | 'proxy' | 'top' | 'diagnose';
+export type Mode = 'watch' | 'attach' | 'trace' | 'proxy' | 'top' | 'diagnose';
 
 /**
  * What each mode keeps after start-up (measured on Linux 6.18, test/cli/privileges.test.ts).
@@ -33,11 +33,15 @@ export type Mode = 'watch' | 'attach' | 'proxy' | 'top' | 'diagnose';
  * (CAP_NET_ADMIN would only let a reopened dump socket exceed rmem_max).
  * attach: pidfd_getfd on every new connection (CAP_SYS_PTRACE) and the
  * target's /proc/PID/fd (CAP_DAC_READ_SEARCH when it is another user's);
- * SO_TIMESTAMPING on the duplicates needs nothing. proxy, top, diagnose: nothing.
+ * SO_TIMESTAMPING on the duplicates needs nothing. trace: loading and attaching
+ * need CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (before the drop); reading its maps
+ * (counters, the connection scan) needs CAP_BPF while kernel.unprivileged_bpf_disabled
+ * is set. proxy, top, diagnose: nothing.
  */
 export const KEEP: Readonly<Record<Mode, readonly Capability[]>> = {
   watch: ['dac_read_search', 'sys_ptrace'],
   attach: ['dac_read_search', 'sys_ptrace'],
+  trace: ['bpf'],
   proxy: [],
   top: [],
   diagnose: [],

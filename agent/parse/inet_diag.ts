@@ -239,7 +239,7 @@ export interface InetDiagSocket extends InetDiagHeader {
 
 const INET_DIAG_MSG_LEN = 72;
 
-function formatIPv4(buf: Buffer, off: number): string {
+export function formatIPv4(buf: Buffer, off: number): string {
   return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
 }
 

@@ -1,0 +1,272 @@
+// `tcp-chronograph trace`: per-chunk delivery records for every TCP
+// connection of the processes in a cgroup-v2 subtree, from BPF TX
+// timestamping (Linux 6.15+). The kernel calls the program at each write and
+// at its SCHED/ACK moments; the server (nginx, Go, Java, …) is not touched:
+// no proxy hop, no ptrace, no error queue. See native/bpf/trace.bpf.c for
+// the kernel side and agent/model/trace_chunks.ts for how records become
+// chunks.
+import { release } from 'node:os';
+import { nowSeconds } from '../clock.js';
+import { selfMetrics } from '../export/self_metrics.js';
+import { TraceChunker, type TraceChunkRecord } from '../model/trace_chunks.js';
+import { cgroup2Mount, MAX_PORT_RANGES, traceLoadFailure, TraceSource, traceUnavailable, type TraceChunkMode } from '../sources/trace.js';
+import { ChunkOutputs } from './chunk_mode.js';
+import type { Command } from './command.js';
+import { applyRedaction, durationIn, EVENTS_FLAG, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE_FLAGS, serveSecurity, stallAfterFlag } from './common_flags.js';
+import { formatHelp, parseChoice, parseDuration, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
+import { LOG_FORMAT_FLAG, configureLog, logOnce } from './log.js';
+import { serveMode } from './runtime.js';
+import { version } from './version.js';
+
+const SUMMARY =
+  'Explain, per response (or per write), why delivery to each client was slow, for every TCP\n' +
+  'connection of the processes in a cgroup-v2 subtree: BPF TX timestamping (Linux 6.15+) follows\n' +
+  'each write to its acknowledgement inside the kernel. The servers are not touched (no proxy,\n' +
+  'no ptrace, nothing in their error queues). Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (root).\n' +
+  'Connections open before the agent starts are not followed (see docs/trace.md).';
+
+function parseChunks(text: string): TraceChunkMode {
+  if (text === 'response') return { kind: 'response' };
+  if (text === 'write') return { kind: 'write' };
+  const m = /^idle=(.+)$/.exec(text);
+  if (m !== null) {
+    const seconds = parseDuration(m[1]!);
+    if (!(seconds > 0) || seconds > 60) throw new Error('idle=DURATION must be from 1ms to 60s');
+    return { kind: 'idle', seconds };
+  }
+  throw new Error('expected response, write or idle=DURATION (e.g. idle=50ms)');
+}
+
+/** A power of two from 64 KiB to 256 MiB: "4m", "1048576". */
+function parseRingBytes(text: string): number {
+  const m = /^(\d+)([kKmM]?)$/.exec(text);
+  if (m === null) throw new Error('expected a size like 4m or 1048576');
+  const n = Number(m[1]) * (m[2] === '' ? 1 : m[2]!.toLowerCase() === 'k' ? 1024 : 1024 * 1024);
+  if (n < 65536 || n > 256 * 1024 * 1024 || (n & (n - 1)) !== 0) throw new Error('must be a power of two from 64k to 256m');
+  return n;
+}
+
+const FLAGS = {
+  cgroup: {
+    name: 'cgroup',
+    arg: 'PATH',
+    help: 'Follow the connections of the processes in this cgroup-v2 directory and below.\nDefault: the root of the cgroup-v2 mount (every process of the host), found in /proc/self/mountinfo.',
+    parse: (t: string) => {
+      if (t === '') throw new Error('expected a directory of the cgroup-v2 hierarchy');
+      return t;
+    },
+  } satisfies FlagSpec<string>,
+  port: portFlag(`Follow only connections whose local port is one of these (at most ${MAX_PORT_RANGES} ranges; filtered in the kernel).\nDefault: every port.`),
+  pid: {
+    name: 'pid',
+    arg: 'PID',
+    help: 'Only writes made by this process (its threads included); filtered in the kernel.',
+    parse: parseIntIn(1, 4_194_304),
+  } satisfies FlagSpec<number>,
+  chunks: {
+    name: 'chunks',
+    arg: 'response|write|idle=DURATION',
+    default: 'response',
+    help:
+      'response: the writes between two requests (an increase of the bytes received), one chunk per\n' +
+      'HTTP/1.x response, TLS included; write: each sendmsg/sendfile hand-over; idle=D: writes\n' +
+      'separated by less than D of sender idleness (push streams, HTTP/2).',
+    parse: parseChunks,
+  } satisfies FlagSpec<TraceChunkMode>,
+  sample: {
+    name: 'sample',
+    arg: 'N',
+    default: '1',
+    help: 'Timestamp every Nth chunk of each connection; the others cost one kernel callback per write.',
+    parse: parseIntIn(1, 1_000_000),
+  } satisfies FlagSpec<number>,
+  interval: intervalFlag('How often to read the ring buffer and scan the followed connections for quiet and stalled chunks.'),
+  stallAfter: stallAfterFlag('Report a chunk as stalled when its last byte is not acknowledged this long after its first write.'),
+  quiet: {
+    name: 'quiet',
+    arg: 'DURATION',
+    default: '2s',
+    help: "A chunk all acknowledged is reported when the connection's next chunk begins, or after this\nlong without a write (a player between segments).",
+    parse: durationIn(0.05, 3600, 'must be from 50ms to 1h'),
+  } satisfies FlagSpec<number>,
+  listen: listenFlag('listen', 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/connections).', '127.0.0.1:9466'),
+  maxSockets: {
+    name: 'max-sockets',
+    arg: 'N',
+    default: '65536',
+    help: 'Most connections followed at once (the kernel map); more are counted, not followed.',
+    parse: parseIntIn(16, 4_000_000),
+  } satisfies FlagSpec<number>,
+  ringBuffer: {
+    name: 'ring-buffer',
+    arg: 'BYTES',
+    default: '4m',
+    help: 'Size of the ring buffer the kernel hands records through (a power of two); records that do\nnot fit are counted in tcp_chrono_trace_records_lost_total.',
+    parse: parseRingBytes,
+  } satisfies FlagSpec<number>,
+  diag: {
+    name: 'diag',
+    arg: 'on|off',
+    default: 'on',
+    help: "With --port: also export watch's per-port and per-connection chronograph metrics (sock_diag)\nfor those ports, and /api/connections.",
+    parse: parseChoice(['on', 'off'] as const),
+  } satisfies FlagSpec<'on' | 'off'>,
+  maxConnectionSeries: {
+    name: 'max-connection-series',
+    arg: 'N',
+    default: '200',
+    help: 'With --diag on: at most N connections get per-connection series; 0 turns them off.',
+    parse: parseIntIn(0, 100_000),
+  } satisfies FlagSpec<number>,
+  events: EVENTS_FLAG,
+  logFormat: LOG_FORMAT_FLAG,
+  ...SERVE_FLAGS,
+  ...REDACT_FLAGS,
+};
+
+/** CLOCK_MONOTONIC nanoseconds now (the clock of bpf_ktime_get_ns). */
+const monoNs = (): bigint => process.hrtime.bigint();
+
+async function runTrace(argv: readonly string[]): Promise<number> {
+  const { values: o, help } = parseFlags('trace', FLAGS, argv);
+  if (help) {
+    process.stdout.write(formatHelp('trace', SUMMARY, FLAGS));
+    return 0;
+  }
+  configureLog({ format: o.logFormat });
+  const security = serveSecurity(o, 'trace');
+  applyRedaction(o);
+  if (o.port.length > MAX_PORT_RANGES) throw new UsageError(`--port: at most ${MAX_PORT_RANGES} ports or ranges (the kernel filter's size)`);
+  const cgroup = o.cgroup ?? cgroup2Mount();
+  if (cgroup === undefined) throw new Error('no cgroup-v2 hierarchy is mounted (none in /proc/self/mountinfo); mount one (mount -t cgroup2 none /sys/fs/cgroup) or give --cgroup');
+  const why = traceUnavailable(cgroup);
+  if (why !== undefined) throw new Error(why);
+
+  let source: TraceSource;
+  try {
+    source = new TraceSource({ cgroup, chunks: o.chunks, sample: o.sample, ports: o.port, pid: o.pid ?? 0, maxSockets: o.maxSockets, ringBytes: o.ringBuffer });
+  } catch (e) {
+    throw new Error(traceLoadFailure(e));
+  }
+
+  let out: ChunkOutputs;
+  try {
+    out = await ChunkOutputs.open({
+      events: o.events,
+      diag: o.diag === 'on' && o.port.length > 0 ? { ports: o.port, intervalSeconds: o.interval, maxSeries: o.maxConnectionSeries } : undefined,
+    });
+  } catch (e) {
+    source.close();
+    throw e;
+  }
+  const degraded = [...out.degraded, 'connections open before the agent started are not followed (the kernel switches TX timestamping on at connection establishment)'];
+
+  // CLOCK_MONOTONIC → CLOCK_REALTIME, re-based at every pass (drift stays well under a jiffy).
+  let offset = 0;
+  const rebase = (): bigint => {
+    const mono = monoNs();
+    offset = nowSeconds() - Number(mono) / 1e9;
+    return mono;
+  };
+  rebase();
+  const chunker = new TraceChunker({ stallAfter: o.stallAfter, quiet: o.quiet }, (ns) => Number(ns) / 1e9 + offset, (r: TraceChunkRecord) =>
+    out.record(r, { port: r.port, mode: 'trace' }, { mode: 'trace' }),
+  );
+
+  const self = selfMetrics(out.registry);
+  const c = () => source.counters();
+  let counters = c();
+  self.gauge('tcp_chrono_trace_connections', 'Connections followed by the BPF program now (passes of the last scan).', () => lastScan);
+  self.counter('tcp_chrono_trace_connections_total', 'Connections the BPF program switched TX timestamping on for.', () => counters.sockets);
+  self.counter('tcp_chrono_trace_writes_total', 'Writes (sendmsg/sendfile hand-overs) seen on followed connections.', () => counters.writes);
+  self.counter('tcp_chrono_trace_records_total', 'Records the BPF program handed to the ring buffer.', () => counters.records);
+  self.counterBy(
+    'tcp_chrono_trace_records_lost_total',
+    'Records or connections lost, by reason (ringbuf: the ring buffer was full; map_full: --max-sockets connections were followed; enable_failed: the kernel refused timestamping; malformed: undecodable; callback: the agent failed handling a batch).',
+    'reason',
+    () => ({ ringbuf: counters.ringbufLost, map_full: counters.mapFull, enable_failed: counters.enableFailed, malformed: counters.malformed, callback: callbackErrors }),
+  );
+  self.counter('tcp_chrono_trace_chunks_unsampled_total', 'Chunks not timestamped because of --sample.', () => counters.unsampled);
+  self.counter('tcp_chrono_trace_chunks_superseded_total', 'Chunks given up because two later ones began before their last byte was acknowledged (pipelining); reported as stalls.', () => chunker.counters.superseded);
+  self.counter('tcp_chrono_trace_chunks_late_total', 'Writes to a chunk already reported (stalled, or quiet for --quiet): their bytes are not in any record.', () => chunker.counters.late);
+  self.eventsDropped(() => out.events.dropped);
+  self.info('tcp_chrono_trace_info', 'The trace configuration (value is always 1).', {
+    version: version(),
+    cgroup,
+    chunks: o.chunks.kind === 'idle' ? `idle=${o.chunks.seconds}s` : o.chunks.kind,
+    sample: String(o.sample),
+  });
+
+  let lastScan = 0;
+  let callbackErrors = 0;
+  let lastError: string | undefined;
+  // The ring buffer is read every 100 ms (at most): records arrive as chunks end.
+  const pass = (scan: boolean): void => {
+    try {
+      const now = rebase();
+      chunker.onEvents(source.consume());
+      if (scan) {
+        const conns = source.connections();
+        lastScan = conns.length;
+        chunker.onScan(conns, now);
+        counters = c();
+      }
+      lastError = undefined;
+    } catch (e) {
+      callbackErrors++;
+      lastError = e instanceof Error ? e.message : String(e);
+      logOnce(`trace:${lastError}`, 'error', 'reading the trace program failed; retrying (counted in tcp_chrono_trace_records_lost_total{reason="callback"})', { error: lastError });
+    }
+  };
+  const drainMs = Math.min(100, o.interval * 1000);
+  const drain = setInterval(() => pass(false), drainMs);
+  const scan = setInterval(() => pass(true), o.interval * 1000);
+
+  const stopAll = async (): Promise<void> => {
+    clearInterval(drain);
+    clearInterval(scan);
+    pass(true); // what the kernel has now, before the program goes
+    source.close();
+    await out.close();
+  };
+
+  return serveMode({
+    command: 'trace',
+    listen: o.listen,
+    listenFlag: '--listen',
+    listenField: 'listen',
+    security,
+    metrics: out.metrics,
+    health: () => {
+      const h = out.healthFields();
+      return { ...h, ok: h.ok && lastError === undefined && source.open, connections: lastScan, ...(lastError !== undefined && { error: lastError }) };
+    },
+    routes: (app) => out.routes(app),
+    paths: out.paths,
+    startMessage: 'tracing',
+    startFields: () => ({
+      kernel: release(),
+      cgroup,
+      ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : 'all',
+      pid: o.pid ?? 'all',
+      chunks: o.chunks.kind === 'idle' ? `idle=${o.chunks.seconds}s` : o.chunks.kind,
+      sample: o.sample,
+      maxSockets: o.maxSockets,
+      ringBuffer: o.ringBuffer,
+      diag: out.portWatch !== undefined ? 'on' : 'off',
+      events: o.events ?? null,
+    }),
+    degraded,
+    abort: stopAll,
+    stop: async () => {
+      await stopAll();
+      return { chunks: chunker.counters.chunks, stalls: chunker.counters.stalls, records: counters.records, recordsLost: counters.ringbufLost };
+    },
+  });
+}
+
+export const traceCommand: Command = {
+  name: 'trace',
+  summary: 'Per-response delivery records for every connection of a cgroup, from BPF TX timestamping (Linux 6.15+)',
+  run: runTrace,
+};
