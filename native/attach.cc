@@ -292,10 +292,10 @@ class AttachDrainer : public Napi::ObjectWrap<AttachDrainer> {
     Napi::Env env = info.Env();
     State* s = state_.get();
     if (!running_) throw Napi::Error::New(env, "drainer is closed");
-    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+    uint32_t id = static_cast<uint32_t>(NumberArg(info, 0, "socket id"));
     int fd = FdArg(info, 1);
     int target_fd = FdArg(info, 2);
-    uint64_t inode = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
+    uint64_t inode = static_cast<uint64_t>(NumberArg(info, 3, "inode"));
     {
       std::lock_guard<std::mutex> lock(s->mu);
       s->watched[id] = Watched{target_fd, inode};
@@ -326,7 +326,7 @@ class AttachDrainer : public Napi::ObjectWrap<AttachDrainer> {
   // entry goes when the target closes the socket, or with the drainer.)
   Napi::Value Unwatch(const Napi::CallbackInfo& info) {
     State* s = state_.get();
-    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+    uint32_t id = static_cast<uint32_t>(NumberArg(info, 0, "socket id"));
     std::lock_guard<std::mutex> lock(s->mu);
     s->watched.erase(id);
     return info.Env().Undefined();

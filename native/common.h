@@ -29,6 +29,15 @@ inline int FdArg(const Napi::CallbackInfo& info, size_t i) {
   return fd;
 }
 
+// A number argument (TypeError naming it otherwise): the one check every
+// exported function makes on what JavaScript hands it.
+inline double NumberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsNumber()) {
+    throw Napi::TypeError::New(info.Env(), std::string("argument ") + std::to_string(i) + " (" + what + ") must be a number");
+  }
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
 inline Napi::Value BufferOrNull(Napi::Env env, const std::vector<uint8_t>& bytes) {
   if (bytes.empty()) return env.Null();
   return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());

@@ -67,9 +67,14 @@ int StartPoll(Napi::Env env, int fd, void* data, uv_poll_cb on_readable, uv_poll
   auto* p = new uv_poll_t;
   p->data = data;
   int rc = uv_poll_init(loop, p, fd);
-  if (rc == 0) rc = uv_poll_start(p, UV_READABLE, on_readable);
   if (rc != 0) {
-    delete p;
+    delete p;  // never became a handle of the loop
+    return rc;
+  }
+  rc = uv_poll_start(p, UV_READABLE, on_readable);
+  if (rc != 0) {
+    // The loop knows the handle now: it must be closed, and freed only once closed.
+    uv_close(reinterpret_cast<uv_handle_t*>(p), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
     return rc;
   }
   uv_unref(reinterpret_cast<uv_handle_t*>(p));

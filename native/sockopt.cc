@@ -52,8 +52,8 @@ Napi::Value GetTimestamping(const Napi::CallbackInfo& info) {
 Napi::Value GetSockoptInt(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
-  int level = info[1].As<Napi::Number>().Int32Value();
-  int name = info[2].As<Napi::Number>().Int32Value();
+  int level = static_cast<int>(NumberArg(info, 1, "level"));
+  int name = static_cast<int>(NumberArg(info, 2, "option name"));
   int val = 0;
   socklen_t len = sizeof(val);
   if (getsockopt(fd, level, name, &val, &len) != 0) throw ErrnoError(env, "getsockopt", errno);
@@ -63,9 +63,9 @@ Napi::Value GetSockoptInt(const Napi::CallbackInfo& info) {
 Napi::Value SetSockoptInt(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
-  int level = info[1].As<Napi::Number>().Int32Value();
-  int name = info[2].As<Napi::Number>().Int32Value();
-  int val = info[3].As<Napi::Number>().Int32Value();
+  int level = static_cast<int>(NumberArg(info, 1, "level"));
+  int name = static_cast<int>(NumberArg(info, 2, "option name"));
+  int val = static_cast<int>(NumberArg(info, 3, "value"));
   if (setsockopt(fd, level, name, &val, sizeof(val)) != 0) throw ErrnoError(env, "setsockopt", errno);
   return env.Undefined();
 }

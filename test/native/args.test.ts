@@ -1,0 +1,18 @@
+// The shim checks what JavaScript hands it: a wrong argument is a TypeError
+// naming it, never a value read as 0 (which would be fd 0, level 0, …).
+import { describe, expect, it } from 'vitest';
+import { native } from '../../agent/native.js';
+
+describe('native argument checks', () => {
+  const n = native() as unknown as Record<string, (...a: unknown[]) => unknown>;
+  it.each([
+    ['getSockoptInt', [0, 'SOL_SOCKET', 7], /argument 1 \(level\) must be a number/],
+    ['getSockoptInt', [0, 1], /argument 2 \(option name\) must be a number/],
+    ['setSockoptInt', [0, 1, 7], /argument 3 \(value\) must be a number/],
+    ['setSockoptInt', [0, 1, 7, '4096'], /argument 3 \(value\) must be a number/],
+    ['getSockoptInt', ['0', 1, 7], /must be a file descriptor/],
+  ])('%s(%j) throws a TypeError', (fn, args, message) => {
+    expect(() => n[fn]!(...args)).toThrow(TypeError);
+    expect(() => n[fn]!(...args)).toThrow(message);
+  });
+});
