@@ -43,7 +43,7 @@ import { SOL_SOCKET } from '../parse/cmsg.js';
 import { parseTcpInfo } from '../parse/tcp_info.js';
 import { diagBinding } from '../sources/diag.js';
 import { SOF } from '../sources/timestamping.js';
-import { RecordChunker } from './record_chunks.js';
+import { RecordChunker } from '../model/record_chunks.js';
 import { explainTargetError, type Target } from './target.js';
 
 /** SOF_TIMESTAMPING_OPT_RX_FILTER (Linux 6.12): no RX timestamps on the target's reads; also our marker. */

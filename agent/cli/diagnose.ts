@@ -4,7 +4,8 @@
 import { release } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PortRange } from '../parse/inet_diag.js';
-import { WindowTracker, buildReport, formatReport } from '../model/verdict.js';
+import { WindowTracker } from '../model/verdict.js';
+import { buildReport, formatReport } from './report.js';
 import type { Command } from './command.js';
 import { formatHelp, parseBool, parseDuration, parseFlags, type FlagSpec } from './flags.js';
 import { FROM_FLAG, FROM_TOKEN_FLAG, LocalPoller, RemotePoller, portsText, type Poller } from './local.js';

@@ -1,7 +1,8 @@
 // Pure parts of the console commands: window accounting, sentences, the top
 // table, the human log line. No kernel needed.
 import { describe, expect, it } from 'vitest';
-import { WindowTracker, buildReport, formatReport, headline, sampleOfApi, type ConnSample } from '../../agent/model/verdict.js';
+import { WindowTracker, sampleOfApi, type ConnSample } from '../../agent/model/verdict.js';
+import { buildReport, formatReport, headline } from '../../agent/cli/report.js';
 import { bar, renderTable, rowsOf, type ViewState } from '../../agent/cli/top.js';
 import { humanLine } from '../../agent/cli/log.js';
 

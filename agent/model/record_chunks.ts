@@ -21,8 +21,8 @@
 // so a key seen in one kind and skipped by the other is a lost record (the
 // error queue overflowed, or the kernel merged the skb on retransmission):
 // counted in `lost`.
-import { classify, unnamedBusy, type ChronoDelta, type ClassifyOptions } from '../model/classify.js';
-import { chunkFigures, fromOptStats, type ChronoSnapshot, type ChunkRecord } from '../model/chunks.js';
+import { classify, unnamedBusy, type ChronoDelta, type ClassifyOptions } from './classify.js';
+import { chunkFigures, fromOptStats, type ChronoSnapshot, type ChunkRecord } from './chunks.js';
 import type { OptStats } from '../parse/opt_stats.js';
 import type { TxRecord } from '../parse/errqueue.js';
 

@@ -1,6 +1,6 @@
 // RecordChunker: chunks from SCHED/ACK records alone (no writes seen).
 import { describe, expect, it } from 'vitest';
-import { RecordChunker } from '../../agent/attach/record_chunks.js';
+import { RecordChunker } from '../../agent/model/record_chunks.js';
 import { isAttachPattern, OPT_RX_FILTER, ATTACH_BASE } from '../../agent/attach/attacher.js';
 import type { ChunkRecord } from '../../agent/model/chunks.js';
 import type { TxKind, TxRecord } from '../../agent/parse/errqueue.js';
