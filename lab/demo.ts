@@ -17,8 +17,8 @@ import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { join } from 'node:path';
-import { DelayLab } from '../test/lab/delay.js';
-import { waitForLine } from '../test/lab/lab.js';
+import { DelayLab } from './delay.js';
+import { waitForLine } from './lab.js';
 import { CLI, PEERS, ROOT } from './accuracy.js';
 
 const SEGMENT_SERVER = join(ROOT, 'dist/lab/segment-server.js');

@@ -24,7 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RULES_FILE } from '../../dashboards/src/build.js';
 import { REC, RWND_SHARE } from '../../dashboards/src/rules.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
-import { Lab, eventually, waitForLine } from '../lab/lab.js';
+import { Lab, eventually, waitForLine } from '../../lab/lab.js';
 import { labelValuesQuery, legendLabels, panelQueries, ROOT, rules, substitute, variables, type PanelQuery } from './artifacts.js';
 
 const PEERS = fileURLToPath(new URL('../watch/peers.py', import.meta.url));

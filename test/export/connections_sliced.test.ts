@@ -20,7 +20,7 @@ import { connectionJson, ConnectionTable } from '../../agent/model/connections.j
 import type { InetDiagSocket } from '../../agent/parse/inet_diag.js';
 import type { WatchMetrics } from '../../agent/export/metrics.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
-import { stopChild, waitForLine } from '../lab/lab.js';
+import { stopChild, waitForLine } from '../../lab/lab.js';
 
 /** n connections over two polls; a third of them idle (all-zero figures: ties everywhere), others with repeating values (more ties). */
 function syntheticTable(n: number): ConnectionTable {

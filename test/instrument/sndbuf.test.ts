@@ -22,7 +22,7 @@ import { ChunkTracker, type ChronoSnapshot, type ChunkRecord } from '../../agent
 import { parseErrqueueBatch, type TxRecord } from '../../agent/parse/errqueue.js';
 import { parseTcpInfo } from '../../agent/parse/tcp_info.js';
 import { sendChunks, type SndbufCapture } from '../fixtures/capture-sndbuf.js';
-import { DelayLab } from '../lab/delay.js';
+import { DelayLab } from '../../lab/delay.js';
 
 const KiB = 1024;
 const FIXTURE = fileURLToPath(new URL('../fixtures/sndbuf/capture.json', import.meta.url));

@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../agent/native.js';
 import { parseTcpInfo } from '../../agent/parse/tcp_info.js';
-import { DelayLab, sweepStaleDelayLabs } from './delay.js';
+import { DelayLab, sweepStaleDelayLabs } from '../../lab/delay.js';
 
 const labs: DelayLab[] = [];
 afterEach(async () => {

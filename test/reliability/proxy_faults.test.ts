@@ -29,7 +29,7 @@ import { native } from '../../agent/native.js';
 import { TcpProxy } from '../../agent/proxy/relay.js';
 import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 import { sleep } from '../helpers/loopback.js';
-import { stopChild, waitForLine } from '../lab/lab.js';
+import { stopChild, waitForLine } from '../../lab/lab.js';
 
 type Fault = 'healthy' | 'reset' | 'hang' | 'headers';
 

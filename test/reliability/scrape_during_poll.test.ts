@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
-import { stopChild, waitForLine } from '../lab/lab.js';
+import { stopChild, waitForLine } from '../../lab/lab.js';
 
 const AGENT = '127.0.0.1:9483';
 const CONNECTIONS = 3000;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
-import { Lab, eventually, stopChild, waitForLine } from '../lab/lab.js';
+import { Lab, eventually, stopChild, waitForLine } from '../../lab/lab.js';
 
 const PEERS = fileURLToPath(new URL('./peers.py', import.meta.url));
 

@@ -5,7 +5,7 @@
 //
 // Each end routes the other end's subnet via the middle, with a permanent
 // neighbour entry (no ARP). The middle does not route in the kernel
-// (ip_forward=0): test/lab/forwarder.py holds every frame for delayMs and
+// (ip_forward=0): lab/forwarder.py holds every frame for delayMs and
 // sends it out of the other interface, so the RTT is 2 × delayMs. Checksum
 // and segmentation offloads are off on every interface (a raw socket would
 // otherwise carry frames with unfinished checksums, or larger than the MTU).
@@ -22,6 +22,7 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stopChild, waitForLine, type ExecResult } from './lab.js';
@@ -59,7 +60,8 @@ export interface ForwarderCounters {
   realtime: boolean;
 }
 
-const FORWARDER = fileURLToPath(new URL('./forwarder.py', import.meta.url));
+// Beside this file in the source tree; from dist/lab/ (npm run lab:accuracy), in the package's lab/.
+const FORWARDER = [new URL('./forwarder.py', import.meta.url), new URL('../../lab/forwarder.py', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f))!;
 const NS_RE = /^tcd[smc]-(\d+)-[0-9a-f]+$/;
 
 export class DelayLab {
