@@ -21,7 +21,7 @@
 //  - app needs idle gaps much longer than the RTT, or the in-flight time of
 //    each burst counts as busy.
 //  - sndbuf needs a long RTT: on a short path ACKs free the buffer before the
-//    sender runs dry (FIELD-NOTES.md).
+//    sender runs dry (docs/kernel-notes.md#the-sndbuf-chronograph-on-shaped-paths).
 //  - under BBR behind a bottleneck (mixed-sndbuf) the kernel names only 0.1-0.4
 //    of a capped buffer's busy time: BBR paces at the rate the buffer allows
 //    and paced data in the write queue keeps the sndbuf chronograph off. The

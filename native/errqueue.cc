@@ -6,7 +6,7 @@
 // watched by the host's libuv loop with uv_poll. libuv reports the socket's
 // own EPOLLERR and our epoll fd in the same epoll_wait, so the queue is
 // drained in the very loop turn the kernel signalled it and the host loop
-// never spins on a non-empty error queue (see FIELD-NOTES).
+// never spins on a non-empty error queue (docs/kernel-notes.md#the-error-queue-and-the-hosts-event-loop).
 #include <cerrno>
 #include <sys/epoll.h>
 #include <unistd.h>

@@ -48,7 +48,7 @@ const RATE_INTERVAL = '10s';
  * this scenario, and why. Every other query must return at least one series.
  */
 const MAY_BE_EMPTY: Record<string, string> = {
-  'Delivery time: sndbuf-limited chunks / A': 'a tbf-shaped veth path leaves the send buffer almost never full (FIELD-NOTES): no sndbuf-limited chunk',
+  'Delivery time: sndbuf-limited chunks / A': 'a tbf-shaped veth path leaves the send buffer almost never full (docs/kernel-notes.md#the-sndbuf-chronograph-on-shaped-paths): no sndbuf-limited chunk',
   'Delivery time: app-limited chunks / A': 'http.server answers at once: chunks are rarely app-limited',
   'Retransmitted segments and inexact chunks per second / B': 'the inexact counter appears with the first inexact chunk (coalesced writes, a dropped record): rare',
 };

@@ -6,7 +6,7 @@
 // just sent, is NOT cwnd-limited, has nothing left in the write queue, and the
 // application hit a full buffer (SOCK_NOSPACE); tcp_check_space() stops it
 // when ACKs free half the buffer. On loopback the ACKs come back before the
-// buffer ever runs dry, so it stays at zero (FIELD-NOTES.md).
+// buffer ever runs dry, so it stays at zero (docs/kernel-notes.md#the-sndbuf-chronograph-on-shaped-paths).
 //
 //  1. Replay: the fixture in test/fixtures/sndbuf/ (raw error-queue batches,
 //     the tcp_info at each chunk's first write, the writes) is fed through
@@ -89,7 +89,7 @@ describe('replay of a recorded sndbuf-limited sender (test/fixtures/sndbuf)', ()
     expect(cap.reader.bytes).toBe(total);
     expect(cap.totals.rwndLimited).toBe(0);
     expect(cap.totals.totalRetrans).toBe(0);
-    // FIELD-NOTES: 40–60 % of busy time on a 40 ms path with a small SO_SNDBUF.
+    // docs/kernel-notes.md#the-sndbuf-chronograph-on-shaped-paths: 40–60 % of busy time on a 40 ms path with a small SO_SNDBUF.
     const share = cap.totals.sndbufLimited / cap.totals.busy;
     expect(share).toBeGreaterThan(0.4);
     expect(share).toBeLessThan(0.8);

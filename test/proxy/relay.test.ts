@@ -10,6 +10,12 @@ import { TcpProxy, type ProxyChunkRecord, type ProxyOptions } from '../../agent/
 import { RouteMap, parseRoute } from '../../agent/proxy/routes.js';
 import { collect, listen, portOf, sleep, slowReader } from '../helpers/loopback.js';
 
+/** Waits until `cond` holds (counters are updated by events that may come a turn later). */
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await sleep(5);
+}
+
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
@@ -69,8 +75,8 @@ describe('relay', () => {
     const got = readAll(client);
     client.end(up);
     expect(sha(await got)).toBe(sha(down));
-    await sleep(10);
     expect(sha(await upstreamGot!)).toBe(sha(up));
+    await until(() => proxy.counters.bytesToUpstream === up.length);
     expect(proxy.counters.bytesToClient).toBe(down.length);
     expect(proxy.counters.bytesToUpstream).toBe(up.length);
     expect(proxy.counters.upstreamErrors.refused).toBe(0);
@@ -108,7 +114,6 @@ describe('relay', () => {
     expect(got.toString()).toBe('banner');
     const late = randomBytes(1 * MiB);
     client.end(late);
-    await sleep(10);
     expect(sha(await serverGot!)).toBe(sha(late));
   });
 
@@ -139,7 +144,7 @@ describe('relay', () => {
     const result = outcome(client);
     client.resume();
     expect(await result).toBe('ECONNRESET');
-    await sleep(20);
+    await until(() => proxy.counters.upstreamErrors.reset === 1 && proxy.counters.open === 0);
     expect(proxy.counters.upstreamErrors.reset).toBe(1);
     expect(proxy.counters.open).toBe(0);
   });
@@ -154,7 +159,7 @@ describe('relay', () => {
       const client = await connectTo(proxy);
       expect(['ECONNRESET', 'close']).toContain(await outcome(client));
     }
-    await sleep(20);
+    await until(() => proxy.counters.upstreamErrors.refused === 3 && proxy.counters.open === 0);
     expect(proxy.counters.upstreamErrors.refused).toBe(3);
     expect(proxy.counters.accepted).toBe(3);
     expect(proxy.counters.open).toBe(0);
