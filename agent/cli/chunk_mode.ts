@@ -62,10 +62,10 @@ export class ChunkOutputs {
     this.events.push(Object.assign(c, extra));
   }
 
-  get metrics(): { render(): Promise<string>; contentType: string } {
+  get metrics(): { render(): Promise<string>; contentType: string; registry: Registry } {
     const pw = this.portWatch;
     const registry = this.registry;
-    return { render: () => (pw !== undefined ? pw.metrics.render() : registry.metrics()), contentType: registry.contentType };
+    return { render: () => (pw !== undefined ? pw.metrics.render() : registry.metrics()), contentType: registry.contentType, registry };
   }
 
   /** The paths routes() serves, for the 404 answer. */

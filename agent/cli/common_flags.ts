@@ -7,7 +7,7 @@ import { createSecureContext } from 'node:tls';
 import type { HttpSecurity } from '../export/http.js';
 import { configureRedaction, parseRedact, type RedactPolicy } from '../export/redact.js';
 import type { PortRange } from '../parse/inet_diag.js';
-import { parseDuration, parseListen, UsageError, type FlagSpec } from './flags.js';
+import { parseDuration, parseIntIn, parseListen, UsageError, type FlagSpec } from './flags.js';
 import type { HostPort } from './serve.js';
 
 /** "8080" or "8000-8100". */
@@ -124,14 +124,38 @@ export const SERVE_FLAGS = {
     help: 'The PEM private key of --tls-cert.',
     parse: (t: string) => readFlagFile(t, 'the key'),
   } satisfies FlagSpec<Buffer>,
+  httpFirstRequestTimeout: {
+    name: 'http-first-request-timeout',
+    arg: 'DURATION',
+    default: '3s',
+    help: 'Close an HTTP connection that has not sent a complete first request (or finished its TLS\nhandshake) this long after connecting.',
+    parse: durationIn(0.1, 60, 'must be from 100ms to 60s'),
+  } satisfies FlagSpec<number>,
+  httpMaxPerAddress: {
+    name: 'http-max-per-address',
+    arg: 'N',
+    default: '8',
+    help: 'Most HTTP connections open at once from one source address; more are closed at once.',
+    parse: parseIntIn(1, 10_000),
+  } satisfies FlagSpec<number>,
+  httpMaxWaiting: {
+    name: 'http-max-waiting',
+    arg: 'N',
+    default: '128',
+    help: 'Most HTTP connections waiting for their first request; a newcomer closes the oldest waiting one.',
+    parse: parseIntIn(1, 100_000),
+  } satisfies FlagSpec<number>,
 };
 
 /** --tls-cert and --tls-key together, and a pair that TLS accepts; throws UsageError. */
-export function serveSecurity(o: { authTokenFile?: string; tlsCert?: Buffer; tlsKey?: Buffer }, command: string): HttpSecurity {
+export function serveSecurity(
+  o: { authTokenFile?: string; tlsCert?: Buffer; tlsKey?: Buffer; httpFirstRequestTimeout: number; httpMaxPerAddress: number; httpMaxWaiting: number },
+  command: string,
+): HttpSecurity {
   if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
     throw new UsageError(`--tls-cert and --tls-key go together: give both (see \`tcp-chronograph ${command} --help\`)`);
   }
-  const security: HttpSecurity = {};
+  const security: HttpSecurity = { limits: { firstRequestTimeout: o.httpFirstRequestTimeout, maxPerAddress: o.httpMaxPerAddress, maxWaiting: o.httpMaxWaiting } };
   if (o.authTokenFile !== undefined) security.token = o.authTokenFile;
   if (o.tlsCert !== undefined && o.tlsKey !== undefined) {
     try {

@@ -13,6 +13,8 @@
 // Chunk modes build their outputs with ChunkOutputs (chunk_mode.ts).
 import { release } from 'node:os';
 import express, { type Request, type Response } from 'express';
+import type { Registry } from 'prom-client';
+import { registerGuardMetrics } from '../export/http_guard.js';
 import type { HttpSecurity } from '../export/http.js';
 import { describeRedaction } from '../export/redact.js';
 import { log, logOnce } from './log.js';
@@ -34,8 +36,8 @@ export interface ModeSpec {
   /** The start line's field for the server's URL ('listen' in watch, 'metrics' where --listen means something else). */
   listenField: 'listen' | 'metrics';
   security: HttpSecurity;
-  /** /metrics: one render at a time, shared by the scrapes that arrive meanwhile. */
-  metrics: { render(): Promise<string>; contentType: string };
+  /** /metrics: one render at a time, shared by the scrapes that arrive meanwhile; the runtime's own metrics go in the registry. */
+  metrics: { render(): Promise<string>; contentType: string; registry: Registry };
   health(): Health;
   /** The mode's own routes (after /metrics and /healthz, which they cannot shadow). */
   routes(app: express.Express): void;
@@ -80,6 +82,7 @@ export function catchSignals(): void {
 /** Serves the mode until it is stopped; resolves with the exit code. */
 export async function serveMode(spec: ModeSpec): Promise<number> {
   catchSignals();
+  registerGuardMetrics(spec.metrics.registry);
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
@@ -105,7 +108,7 @@ export async function serveMode(spec: ModeSpec): Promise<number> {
 
   let http: Awaited<ReturnType<typeof startServer>>;
   try {
-    http = await startServer(app, spec.listen, spec.security);
+    http = await startServer(app, spec.listen, { ...spec.security, warn: (msg, fields) => log('warn', msg, fields) });
   } catch (e) {
     await spec.abort().catch((err: unknown) => log('warn', 'undoing the start failed', { error: String(err) }));
     throw listenFailure(spec.listenField === 'metrics' ? 'metrics' : '', spec.listen, spec.listenFlag, e);

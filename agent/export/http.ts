@@ -14,6 +14,7 @@ import { connectionJson, rwndShare, type Connection, type ConnectionTable } from
 import type { OwnerResolver } from '../model/owners.js';
 import type { WatchMetrics } from './metrics.js';
 import { LiveView, pageFiles } from './live.js';
+import { DEFAULT_LIMITS, guardServer, type GuardLimits } from './http_guard.js';
 
 export interface Health {
   ok: boolean;
@@ -114,6 +115,10 @@ export interface HttpSecurity {
   token?: string;
   /** PEM certificate chain and key: HTTPS instead of HTTP. */
   tls?: { cert: Buffer; key: Buffer };
+  /** What a client without a complete request may hold (agent/export/http_guard.ts). */
+  limits?: GuardLimits;
+  /** Where the guard's once-a-minute warning goes. */
+  warn?: (msg: string, fields: Record<string, unknown>) => void;
 }
 
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
@@ -187,16 +192,18 @@ export interface Listening {
 /**
  * Serves `app` (secured with secureApp) on host:port, over TLS when
  * configured; rejects with the listen error (EADDRINUSE, EACCES, …).
- * Requests are bounded: headers 16 KiB (Node's default; 431 beyond),
- * 10 s to send them, 256 sockets at once.
+ * Requests are bounded: headers 16 KiB (Node's default; 431 beyond), and
+ * clients without a complete request by http_guard.ts (first-request
+ * deadline, per-address cap, waiting connections evicted oldest first).
  */
 export function listenApp(app: express.Express, host: string, port: number, security: HttpSecurity = {}): Promise<Listening> {
   const handler = secureApp(app, security);
+  const limits = security.limits ?? DEFAULT_LIMITS;
   const server: Server =
-    security.tls !== undefined ? (createHttpsServer({ cert: security.tls.cert, key: security.tls.key }, handler) as unknown as Server) : createHttpServer(handler);
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 10_000;
-  server.maxConnections = 256;
+    security.tls !== undefined
+      ? (createHttpsServer({ cert: security.tls.cert, key: security.tls.key, handshakeTimeout: limits.firstRequestTimeout * 1000 }, handler) as unknown as Server)
+      : createHttpServer(handler);
+  guardServer(server, limits, security.warn);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -44,7 +44,7 @@ const f = (name: string): string => join(dir, name);
 
 const CASES: Case[] = [
   // usage: flags and commands
-  { name: 'unknown command', args: ['nosuch'], code: 2, says: /unknown command "nosuch"; commands: watch, proxy/ },
+  { name: 'unknown command', args: ['nosuch'], code: 2, says: /unknown command "nosuch"; commands: watch, trace, proxy/ },
   { name: 'unknown flag', args: ['--bogus'], code: 2, says: /unknown flag --bogus \(see `tcp-chronograph watch --help`\)/ },
   { name: 'unknown flag of a command', args: ['top', '--upstream', 'x'], code: 2, says: /unknown flag --upstream.*top --help/ },
   { name: 'stray argument', args: ['watch', 'extra'], code: 2, says: /unexpected argument "extra"/ },

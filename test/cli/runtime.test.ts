@@ -8,6 +8,7 @@ import { createServer, type Server } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configureLog } from '../../agent/cli/log.js';
+import { Registry } from 'prom-client';
 import { serveMode, type ModeSpec } from '../../agent/cli/runtime.js';
 
 const lines: Record<string, unknown>[] = [];
@@ -39,6 +40,7 @@ function spec(over: Partial<ModeSpec> & { renders?: { n: number } }): ModeSpec {
     security: {},
     metrics: {
       contentType: 'text/plain; version=0.0.4',
+      registry: new Registry(),
       render: async () => {
         renders.n++;
         await new Promise((r) => setTimeout(r, 200));
