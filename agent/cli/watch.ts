@@ -6,7 +6,7 @@ import { readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isSystemError } from '../native.js';
-import { TCP_STATES, stateName, type TcpChrono } from '../parse/inet_diag.js';
+import { TCP_STATES, stateName, type PortRange, type TcpChrono } from '../parse/inet_diag.js';
 import { DiagSource, parseCidr } from '../sources/diag.js';
 import { DiagPoller, dumpFailure } from '../sources/diag_poller.js';
 import { DestroyFeed } from '../sources/destroy.js';
@@ -37,7 +37,7 @@ function parseState(text: string): number {
 const FLAGS = {
   interval: intervalFlag('How often to dump the sockets (one sock_diag dump, ~1 µs per socket in the kernel).'),
   port: portFlag(
-    'Watch only connections whose local port is one of these (filtered in the kernel).\nDefault: every port; outbound connections are then aggregated as port="ephemeral".',
+    'Watch only connections whose local port is one of these (filtered in the kernel).\nDefault: every port but its own --listen port; outbound connections are\nthen aggregated as port="ephemeral".',
   ),
   remoteCidr: {
     name: 'remote-cidr',
@@ -102,7 +102,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   const security = serveSecurity(o, 'watch');
   applyRedaction(o);
   const intervalMs = o.interval * 1000;
-  const source = new DiagSource({ ports: o.port, remoteCidrs: o.remoteCidr, states: o.state });
+  const source = new DiagSource({ ports: o.port.length > 0 ? o.port : allPortsBut(o.listen.port), remoteCidrs: o.remoteCidr, states: o.state });
   const owners = o.owners === 'on' ? new OwnerResolver() : undefined;
   const table = new ConnectionTable({
     closeGraceMs: 0,
@@ -255,7 +255,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     startFields: () => ({
       netns: netnsId(),
       interval: o.interval,
-      ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : 'all',
+      ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : o.listen.port > 0 ? `all but ${o.listen.port}` : 'all',
       remoteCidrs: o.remoteCidr.length > 0 ? o.remoteCidr : 'all',
       states: o.state.map(stateName),
       maxConnections: o.maxConnections,
@@ -284,6 +284,19 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     },
     stopDeadlineMs: 5000,
   });
+}
+
+/**
+ * Every local port but the agent's own listener (0: none to leave out).
+ * Scrapes and the live page are not the service being watched, and a flood
+ * on the metrics port should cost the HTTP guard, not the connection table.
+ */
+function allPortsBut(port: number): PortRange[] {
+  if (port === 0) return [];
+  return [
+    ...(port > 1 ? [{ from: 1, to: port - 1 }] : []),
+    ...(port < 65535 ? [{ from: port + 1, to: 65535 }] : []),
+  ];
 }
 
 export const watchCommand: Command = {

@@ -203,20 +203,21 @@ export function listenApp(app: express.Express, host: string, port: number, secu
     security.tls !== undefined
       ? (createHttpsServer({ cert: security.tls.cert, key: security.tls.key, handshakeTimeout: limits.firstRequestTimeout * 1000 }, handler) as unknown as Server)
       : createHttpServer(handler);
-  guardServer(server, limits, security.warn);
+  const guard = guardServer(server, limits, security.warn);
+  const front = guard.listener;
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      const a = server.address() as AddressInfo;
+    front.once('error', reject);
+    front.listen(port, host, () => {
+      front.off('error', reject);
+      const a = front.address() as AddressInfo;
       resolve({
         server,
         address: { host: a.address, port: a.port },
         close: () =>
           new Promise<void>((done) => {
-            server.close(() => done());
-            // Keep-alive scrapers would hold close() open: cut them.
-            server.closeAllConnections();
+            front.close(() => done());
+            // Keep-alive scrapers and idle connections would hold close() open: cut them.
+            guard.dropAll();
           }),
       });
     });

@@ -9,11 +9,14 @@
 //
 // Why by hand: Node's headersTimeout/requestTimeout are checked only every
 // connectionsCheckingInterval, count nothing, and know no source address;
-// maxConnections refuses newcomers, which is the attack's goal. The few lines
-// below use only the server's 'connection' and 'request' events, and count
-// every refusal (tcp_chrono_agent_http_rejected_total{reason}).
+// maxConnections refuses newcomers, which is the attack's goal. The guard is
+// a plain TCP listener in front of the HTTP server: a refused connection is
+// closed before the HTTP server (its parser, its TLS socket) ever sees it,
+// which is what keeps a flood cheap; admitted ones are handed over with the
+// server's own 'connection' event. Every refusal is counted
+// (tcp_chrono_agent_http_rejected_total{reason}).
 import type { Server } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import { Counter, type Registry } from 'prom-client';
 
 export interface GuardLimits {
@@ -49,8 +52,21 @@ export function registerGuardMetrics(registry: Registry): void {
 
 type Warn = (msg: string, fields: Record<string, unknown>) => void;
 
-/** Applies the limits to `server` (an http or https server, before it listens). */
-export function guardServer(server: Server, limits: GuardLimits, warn: Warn = () => undefined): void {
+export interface Guard {
+  /** Listen on this one; the HTTP server itself does not listen. */
+  listener: TcpServer;
+  /** Cuts every admitted connection (at shutdown), requests or not. */
+  dropAll(): void;
+}
+
+/**
+ * A TCP listener that admits connections to `server` (an http or https
+ * server) within the limits.
+ */
+export function guardServer(server: Server, limits: GuardLimits, warn: Warn = () => undefined): Guard {
+  // Paused: a refused connection is never read from.
+  const front = createTcpServer({ pauseOnConnect: true });
+  const admitted = new Set<Socket>();
   const perAddress = new Map<string, number>();
   // Waiting connections in arrival order (a Map keeps insertion order), by
   // peer address and port: under TLS the request's socket is the TLS socket,
@@ -78,17 +94,20 @@ export function guardServer(server: Server, limits: GuardLimits, warn: Warn = ()
     }
   };
 
-  server.on('connection', (s: Socket) => {
+  front.on('connection', (s: Socket) => {
     const address = s.remoteAddress ?? '?';
     const n = (perAddress.get(address) ?? 0) + 1;
     if (n > limits.maxPerAddress) {
       count('per_address', address);
-      s.destroy();
+      // A reset, not a FIN: no closing handshake, no TIME_WAIT on our side.
+      s.resetAndDestroy();
       return;
     }
     perAddress.set(address, n);
+    admitted.add(s);
     const key = keyOf(s);
     s.once('close', () => {
+      admitted.delete(s);
       settle(key);
       const left = (perAddress.get(address) ?? 1) - 1;
       if (left <= 0) perAddress.delete(address);
@@ -110,6 +129,8 @@ export function guardServer(server: Server, limits: GuardLimits, warn: Warn = ()
     }, limits.firstRequestTimeout * 1000);
     timer.unref();
     waiting.set(key, { s, timer });
+    server.emit('connection', s);
+    s.resume();
   });
   // A request whose headers are complete: the connection has shown it speaks HTTP.
   server.on('request', (req: { socket: Socket }) => {
@@ -118,4 +139,10 @@ export function guardServer(server: Server, limits: GuardLimits, warn: Warn = ()
   // Node's own deadline for a request's headers, for requests after the first.
   server.headersTimeout = Math.max(1000, limits.firstRequestTimeout * 1000);
   server.requestTimeout = 10_000;
+  return {
+    listener: front,
+    dropAll: () => {
+      for (const s of admitted) s.destroy();
+    },
+  };
 }

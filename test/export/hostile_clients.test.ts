@@ -38,9 +38,14 @@ afterEach(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
+// The agent watches one service port, as a deployment does (`--port`): on
+// loopback the attacker's own client sockets live in the agent's namespace,
+// and watching every port would measure the agent following 2 000 new
+// connections a second that a remote attacker's host would hold instead.
 async function startWatch(extra: string[]): Promise<{ child: ChildProcess; port: number; scheme: string }> {
   const port = await freePort();
-  const child = spawn('node', [CLI, 'watch', '--listen', `127.0.0.1:${port}`, '--auth-token-file', join(dir, 'token'), '--log-format', 'json', '--owners', 'off', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const service = await freePort();
+  const child = spawn('node', [CLI, 'watch', '--listen', `127.0.0.1:${port}`, '--port', String(service), '--auth-token-file', join(dir, 'token'), '--log-format', 'json', '--owners', 'off', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   const started = JSON.parse(await new Lines(child).next(/"msg":"watching"/)) as { listen: string };
   return { child, port, scheme: started.listen.startsWith('https') ? 'https' : 'http' };

@@ -189,7 +189,12 @@ describe('tcp-chronograph proxy (CLI)', () => {
     expect(slowRec!.bytes as number).toBeGreaterThan(file.length);
     expect(slowRec!.bytes as number).toBeLessThan(file.length + 1024);
     const fastRecs = rest.slice(0, 3);
-    expect(fastRecs.filter((r) => r.limit !== 'rwnd').length).toBeGreaterThanOrEqual(2);
+    // A fast reader on a loaded two-core machine can be rwnd-limited for a
+    // few milliseconds when it is not scheduled (and is then reported so,
+    // rightly): what must hold is the order of magnitude against the slow one.
+    const slowRwnd = slowRec!.rwndLimited as number;
+    expect(slowRwnd).toBeGreaterThan(0.2);
+    expect(fastRecs.filter((r) => (r.rwndLimited as number) < slowRwnd / 4).length).toBeGreaterThanOrEqual(2);
     expect(rest.map((r) => r.route)).toEqual(['segment', 'segment', 'segment', 'manifest', undefined]);
 
     // The same records through the API.
