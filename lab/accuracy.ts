@@ -13,9 +13,12 @@
 //     and the attach CLI on its pid (source "attach": its records are the
 //     target's sendmsg calls, mapped to segments by byte offset and
 //     aggregated per segment, see scoreAttach).
+//   mode trace: the same server process, and the trace CLI (BPF, Linux 6.15+)
+//     following its port and pid (source "trace": one chunk per response,
+//     assembled in the kernel).
 //
 // npm run lab:accuracy [-- --quick] [-- --only NAME,...] [-- --json FILE]
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,9 +53,9 @@ export const CLI = join(ROOT, 'dist/agent/cli/main.js');
 export const PEERS = join(ROOT, 'lab/peers.py');
 export const SEGMENT_SERVER = join(ROOT, 'dist/lab/segment-server.js');
 
-export const SOURCES = ['instrument', 'watch', 'proxy', 'attach'] as const;
+export const SOURCES = ['instrument', 'watch', 'proxy', 'attach', 'trace'] as const;
 export type Source = (typeof SOURCES)[number];
-const SOURCE_MODE: Record<Source, Mode> = { instrument: 'direct', watch: 'direct', proxy: 'proxy', attach: 'attach' };
+const SOURCE_MODE: Record<Source, Mode> = { instrument: 'direct', watch: 'direct', proxy: 'proxy', attach: 'attach', trace: 'trace' };
 
 export interface RunResult {
   scenario: string;
@@ -286,6 +289,7 @@ export async function runAccuracy(opts: RunOptions = {}): Promise<Report> {
       try {
         if (mode === 'direct') await runDirect(scn, out, () => undefined);
         else if (mode === 'attach') await runAttach(scn, out);
+        else if (mode === 'trace') await runTrace(scn, out);
         else await runProxy(scn, out);
       } catch (e) {
         out.error = e instanceof Error ? e.message : String(e);
@@ -439,6 +443,52 @@ async function runAttach(scn: Scenario, out: RunResult): Promise<void> {
     await stopChild(server, 3000);
     scoreAttach(scn, read(), client, scn.delayMs / 1000, out);
   } finally {
+    await lab.teardown();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- trace ----------------------------------------------------------------
+
+type TraceChunk = ChunkRecord & { peer: string };
+
+/**
+ * trace's chunks are whole responses, cut in the kernel where the
+ * connection's received bytes grow (a request arrived): the k-th record of
+ * the client's connection, in write order, is its k-th segment. (Their
+ * offset is 0: the kernel's keys are sequence numbers.)
+ */
+async function runTrace(scn: Scenario, out: RunResult): Promise<void> {
+  const lab = await buildLab(scn);
+  const dir = mkdtempSync(join(tmpdir(), 'tcp-chrono-lab-'));
+  const events = join(dir, 'chunks.jsonl');
+  let agent: ChildProcess | undefined;
+  try {
+    const limitS = planSeconds(scn);
+    const server = lab.spawn('server', ['node', SEGMENT_SERVER, lab.server.address, '0', String(limitS + 60)]);
+    const port = Number(/^listening (\d+)/.exec(await waitForLine(server, /^listening \d+/, 10_000))?.[1]);
+    if (server.pid === undefined) throw new Error('segment server has no pid');
+    // In the host's namespaces: `ip netns exec` remounts /sys, which hides the
+    // cgroup-v2 mount; the program follows the cgroup's sockets in every
+    // network namespace anyway.
+    agent = spawn(process.execPath, [
+      CLI, 'trace', '--port', String(port), '--pid', String(server.pid), '--events', events,
+      '--listen', '127.0.0.1:0', '--diag', 'off', '--interval', '200ms', '--stall-after', '30s', '--log-format', 'json',
+    ], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await waitForLine(agent, /"msg":"tracing"/, 15_000);
+    const client = await runClient(lab, scn, port, limitS);
+    const read = (): TraceChunk[] =>
+      existsSync(events)
+        ? readFileSync(events, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as TraceChunk).filter((c) => c.peer === client.local)
+        : [];
+    // The client closed: the last response is reported at the close (or after --quiet).
+    const deadline = Date.now() + 5000;
+    while (read().length < client.segments.length && Date.now() < deadline) await sleep(100);
+    await stopChild(agent, 5000);
+    await stopChild(server, 3000);
+    scoreChunks('trace', scn, read().sort((a, b) => a.writeTime - b.writeTime), out, client);
+  } finally {
+    if (agent !== undefined && agent.exitCode === null) agent.kill('SIGKILL');
     await lab.teardown();
     rmSync(dir, { recursive: true, force: true });
   }

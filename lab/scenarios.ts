@@ -30,7 +30,7 @@ import type { Limit } from '../agent/model/classify.js';
 
 export type Cause = Exclude<Limit, 'unknown'>;
 export type Truth = Cause | 'warmup';
-export type Mode = 'direct' | 'proxy' | 'attach';
+export type Mode = 'direct' | 'proxy' | 'attach' | 'trace';
 
 export interface Segment {
   bytes: number;
@@ -87,8 +87,8 @@ export const SCENARIOS: Scenario[] = [
   {
     name: 'rwnd',
     what: 'slow reader (400 kB/s) with a 16 KiB receive buffer, 10 ms RTT, BBR (the machine default: it paces at the reader’s rate, so only about half of busy time is counted rwnd-limited; classify() names rwnd from a third)',
-    quick: ['direct', 'attach'],
-    modes: ['direct', 'proxy', 'attach'],
+    quick: ['direct', 'attach', 'trace'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 5,
     rcvbuf: 16 * KiB,
     plan: times(5, { bytes: 512 * KiB, readRate: 400_000, truth: 'rwnd' as const }),
@@ -97,7 +97,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'rwnd-reno',
     what: 'the same slow reader, with Reno on the server (no pacing)',
     quick: ['direct'],
-    modes: ['direct', 'proxy', 'attach'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 5,
     cc: 'reno',
     rcvbuf: 16 * KiB,
@@ -107,7 +107,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'sndbuf',
     what: 'server tcp_wmem 32 KiB (max), greedy reader, 40 ms RTT, no bottleneck',
     quick: ['direct', 'proxy'],
-    modes: ['direct', 'proxy', 'attach'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 20,
     wmem: '4096 32768 32768',
     plan: [{ bytes: 256 * KiB, truth: 'warmup' }, ...times(20, { bytes: 256 * KiB, truth: 'sndbuf' as const })],
@@ -116,7 +116,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'network',
     what: '20 Mbit/s bottleneck (tbf), greedy reader, 40 ms RTT',
     quick: ['direct', 'attach'],
-    modes: ['direct', 'proxy', 'attach'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 20,
     rate: '20mbit',
     plan: times(10, { bytes: 1 * MiB, truth: 'network' as const }),
@@ -124,8 +124,8 @@ export const SCENARIOS: Scenario[] = [
   {
     name: 'app',
     what: 'producer writes 8 KiB bursts 150 ms apart (96 KiB per segment), 20 ms RTT',
-    quick: ['direct', 'proxy', 'attach'],
-    modes: ['direct', 'proxy', 'attach'],
+    quick: ['direct', 'proxy', 'attach', 'trace'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 10,
     plan: times(4, { bytes: 96 * KiB, pieces: 12, gapMs: 150, truth: 'app' as const }),
   },
@@ -133,7 +133,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'video',
     what: 'player: 2 s segments at 4 Mbit/s over 20 Mbit/s, 40 ms RTT; 3 back to back, then one per 2 s (buffer full)',
     quick: [],
-    modes: ['direct', 'proxy', 'attach'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 20,
     rate: '20mbit',
     plan: [
@@ -145,7 +145,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'video-stall',
     what: 'player (512 KiB receive buffer) whose decoder stalls 3 s inside two 4 s segments at 4 Mbit/s; 20 Mbit/s, 40 ms RTT',
     quick: ['direct', 'proxy'],
-    modes: ['direct', 'proxy', 'attach'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 20,
     rate: '20mbit',
     rcvbuf: 512 * KiB,
@@ -160,7 +160,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'mixed',
     what: 'one connection: network (20 Mbit/s) → decoder stall (rwnd) → network → slow producer (app); 40 ms RTT',
     quick: ['direct'],
-    modes: ['direct', 'proxy', 'attach'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 20,
     rate: '20mbit',
     rcvbuf: 512 * KiB,
@@ -175,7 +175,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'mixed-sndbuf',
     what: 'one connection: tcp_wmem 32 KiB (sndbuf) → server raises SO_SNDBUF mid-connection (network); 20 Mbit/s, 40 ms RTT',
     quick: ['direct'],
-    modes: ['direct', 'attach'],
+    modes: ['direct', 'attach', 'trace'],
     delayMs: 20,
     rate: '20mbit',
     wmem: '4096 32768 32768',
@@ -193,7 +193,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'short',
     what: '16 KiB responses, 4 ms RTT, 50 ms apart: every chunk is shorter than four jiffies',
     quick: [],
-    modes: ['direct', 'proxy', 'attach'],
+    modes: ['direct', 'proxy', 'attach', 'trace'],
     delayMs: 2,
     plan: times(60, { bytes: 16 * KiB, thinkSeconds: 0.05, truth: 'network' as const }),
     limitation:
