@@ -182,4 +182,17 @@ while s.recv(65536): pass`], { stdio: ['ignore', 'pipe', 'inherit'] }));
     expect(mine).toHaveLength(n);
     expect(mine.every((c) => c.bytes === size)).toBe(true);
   });
+
+  it('two agents on the same cgroup (two sockops programs) each get every response', async () => {
+    const port = await freePort();
+    const code = `require('node:http').createServer((req, res) => res.end(Buffer.alloc(200_000, 1))).listen(${port}, '127.0.0.1');`;
+    track(spawn(process.execPath, ['-e', code], { stdio: 'ignore' }));
+    await waitListening(port);
+    const one = await startTrace(['--port', String(port), '--interval', '200ms', '--quiet', '300ms']);
+    const two = await startTrace(['--port', String(port), '--interval', '200ms', '--quiet', '300ms']);
+    const client = await keepAlive(port, ['/1', '/2', '/3']);
+    const want = client.responses.map((r) => r.head + r.bytes);
+    expect((await chunksOf(one, client.local, 3)).map((c) => c.bytes)).toEqual(want);
+    expect((await chunksOf(two, client.local, 3)).map((c) => c.bytes)).toEqual(want);
+  });
 });
