@@ -44,11 +44,14 @@ const cleanup = () => {
 process.on('exit', cleanup);
 for await (const l of createInterface({ input: agent.stdout })) if (l.includes('"msg":"tracing"')) break;
 await new Promise((r) => setTimeout(r, 500));
+// Our nginx's worker: its parent is the master we started (other nginx
+// instances may run on the machine).
 const worker = readdirSync('/proc')
   .filter((p) => /^\d+$/.test(p))
   .find((p) => {
     try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('nginx: worker');
+      const ppid = Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
+      return ppid === nginx.pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('nginx: worker');
     } catch {
       return false;
     }
