@@ -9,9 +9,12 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -58,12 +61,48 @@ void SetRcvbuf(int fd, int bytes) {
   }
 }
 
-int OpenDiagSocket(int* err) {
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) {
-    *err = errno;
+// A socket keeps the network namespace it was created in. socket() of the
+// given type and protocol, made in the namespace of ns_fd (an open
+// /run/netns/NAME or /proc/PID/ns/net) by a short-lived thread that enters it
+// with setns and ends: no other thread's namespace ever changes. ns_fd < 0:
+// this thread's own namespace. Returns the fd, or -1 with *err and *syscall
+// (setns needs CAP_SYS_ADMIN: EPERM without it).
+int SocketInNetns(int ns_fd, int type, int protocol, int* err, const char** syscall) {
+  *syscall = "socket(AF_NETLINK)";
+  if (ns_fd < 0) {
+    int fd = socket(AF_NETLINK, type, protocol);
+    if (fd < 0) *err = errno;
+    return fd;
+  }
+  int fd = -1;
+  int e = 0;
+  const char* failed = *syscall;
+  try {
+    std::thread t([&] {
+      if (setns(ns_fd, CLONE_NEWNET) != 0) {
+        e = errno;
+        failed = "setns(CLONE_NEWNET)";
+        return;
+      }
+      fd = socket(AF_NETLINK, type, protocol);
+      if (fd < 0) e = errno;
+    });
+    t.join();
+  } catch (const std::system_error& x) {
+    *err = x.code().value() != 0 ? x.code().value() : EAGAIN;
+    *syscall = "pthread_create";
     return -1;
   }
+  if (fd < 0) {
+    *err = e;
+    *syscall = failed;
+  }
+  return fd;
+}
+
+int OpenDiagSocket(int ns_fd, int* err, const char** syscall) {
+  int fd = SocketInNetns(ns_fd, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG, err, syscall);
+  if (fd < 0) return -1;
   SetRcvbuf(fd, 4 * 1024 * 1024);
   timeval tv{kRecvTimeoutSec, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -71,6 +110,7 @@ int OpenDiagSocket(int* err) {
   local.nl_family = AF_NETLINK;
   if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
     *err = errno;
+    *syscall = "bind(NETLINK_SOCK_DIAG)";
     close(fd);
     return -1;
   }
@@ -172,8 +212,10 @@ int ReceiveDump(int fd, uint32_t seq, RawBuf& out, const char** syscall) {
   }
 }
 
-// Parses (family, statesMask, extMask, bytecode?) and runs one dump into out.
-void RunDump(const Napi::CallbackInfo& info, const char* name, RawBuf& out) {
+// Parses (family, statesMask, extMask, bytecode?) and runs one dump into out,
+// through the socket given at argument fd_arg (a diagSocket() fd) if there is
+// one there, else through the process's own one.
+void RunDump(const Napi::CallbackInfo& info, const char* name, RawBuf& out, size_t fd_arg) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
     throw Napi::TypeError::New(env, std::string(name) + "(family, statesMask, extMask, bytecode?) needs three numbers");
@@ -193,34 +235,50 @@ void RunDump(const Napi::CallbackInfo& info, const char* name, RawBuf& out) {
     if (bc_len % 4 != 0 || bc_len > 4096) throw Napi::TypeError::New(env, "bytecode must be 4-byte ops, at most 4 KiB");
   }
 
-  if (g_dump_fd < 0) {
+  // A given socket (another namespace's) belongs to the caller: after a
+  // failure it is the caller who closes it and opens a new one.
+  bool given = info.Length() > fd_arg && !info[fd_arg].IsUndefined() && !info[fd_arg].IsNull();
+  int fd = given ? FdArg(info, fd_arg) : g_dump_fd;
+  if (fd < 0) {
     int err = 0;
-    g_dump_fd = OpenDiagSocket(&err);
-    if (g_dump_fd < 0) throw ErrnoError(env, "socket(NETLINK_SOCK_DIAG)", err);
+    const char* syscall = nullptr;
+    g_dump_fd = fd = OpenDiagSocket(-1, &err, &syscall);
+    if (fd < 0) throw ErrnoError(env, syscall, err);
   }
   uint32_t seq = ++g_seq;
-  int err = SendDumpRequest(g_dump_fd, seq, static_cast<uint8_t>(family), states, static_cast<uint8_t>(ext), bc,
-                            bc_len);
+  int err = SendDumpRequest(fd, seq, static_cast<uint8_t>(family), states, static_cast<uint8_t>(ext), bc, bc_len);
   if (err != 0) {
-    ResetDumpSocket();
+    if (!given) ResetDumpSocket();
     throw ErrnoError(env, "sendmsg(NETLINK_SOCK_DIAG)", err);
   }
   const char* syscall = "recvmsg(NETLINK_SOCK_DIAG)";
-  err = ReceiveDump(g_dump_fd, seq, out, &syscall);
+  err = ReceiveDump(fd, seq, out, &syscall);
   if (err != 0) {
     // The rest of this dump may still be queued: start afresh next time.
-    ResetDumpSocket();
+    if (!given) ResetDumpSocket();
     throw ErrnoError(env, syscall, err);
   }
 }
 
-// diagDump(family, statesMask, extMask, bytecode?) -> Buffer of nlmsghdr-framed
+// diagSocket(nsFd?) -> a sock_diag socket for diagDump/diagDumpInto's fd
+// argument, made in the network namespace of nsFd (an open nsfs file; this
+// process's own namespace without it). The caller closes it.
+Napi::Value DiagSocket(const Napi::CallbackInfo& info) {
+  int ns_fd = info.Length() > 0 && !info[0].IsUndefined() ? FdArg(info, 0) : -1;
+  int err = 0;
+  const char* syscall = nullptr;
+  int fd = OpenDiagSocket(ns_fd, &err, &syscall);
+  if (fd < 0) throw ErrnoError(info.Env(), syscall, err);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// diagDump(family, statesMask, extMask, bytecode?, fd?) -> Buffer of nlmsghdr-framed
 // responses, NLMSG_DONE included (its flags carry NLM_F_DUMP_INTR, if any).
 // A new Buffer per call, for occasional dumps: a copy of what arrived, the
 // receive area freed at once (as in DestroyFeed::OnReadable).
 Napi::Value DiagDump(const Napi::CallbackInfo& info) {
   RawBuf out;
-  RunDump(info, "diagDump", out);
+  RunDump(info, "diagDump", out, 4);
   if (out.len == 0) return Napi::Buffer<uint8_t>::New(info.Env(), 0);
   return Napi::Buffer<uint8_t>::Copy(info.Env(), out.data, out.len);
 }
@@ -241,13 +299,13 @@ Napi::Value CopyScratch(Napi::Env env, const Napi::Value& target) {
   return Napi::Number::New(env, len);
 }
 
-// diagDumpInto(family, statesMask, extMask, bytecode | undefined, into) -> bytes
+// diagDumpInto(family, statesMask, extMask, bytecode | undefined, into, fd?) -> bytes
 // copied into `into`, or -bytes if it is too small (then call diagCopyLast
 // with a Buffer at least that big).
 Napi::Value DiagDumpInto(const Napi::CallbackInfo& info) {
   if (info.Length() < 5) throw Napi::TypeError::New(info.Env(), "diagDumpInto needs a target Buffer");
   g_scratch.len = 0;
-  RunDump(info, "diagDumpInto", g_scratch);
+  RunDump(info, "diagDumpInto", g_scratch, 5);
   return CopyScratch(info.Env(), info[4]);
 }
 
@@ -272,8 +330,12 @@ class DestroyFeed : public Napi::ObjectWrap<DestroyFeed> {
   explicit DestroyFeed(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DestroyFeed>(info), env_(info.Env()) {
     if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(env_, "callback must be a function");
     callback_ = Napi::Persistent(info[0].As<Napi::Function>());
-    fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_SOCK_DIAG);
-    if (fd_ < 0) throw ErrnoError(env_, "socket(NETLINK_SOCK_DIAG)", errno);
+    // (callback, nsFd?): subscribed in the network namespace of nsFd, if given.
+    int ns_fd = info.Length() > 1 && !info[1].IsUndefined() ? FdArg(info, 1) : -1;
+    int err = 0;
+    const char* syscall = nullptr;
+    fd_ = SocketInNetns(ns_fd, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_SOCK_DIAG, &err, &syscall);
+    if (fd_ < 0) throw ErrnoError(env_, ns_fd < 0 ? "socket(NETLINK_SOCK_DIAG)" : syscall, err);
     // Connection storms arrive faster than one loop turn: a deep queue keeps
     // them; an overflow (ENOBUFS) is counted, not hidden.
     SetRcvbuf(fd_, 16 * 1024 * 1024);
@@ -299,7 +361,10 @@ class DestroyFeed : public Napi::ObjectWrap<DestroyFeed> {
   ~DestroyFeed() override { Shutdown(); }
 
  private:
+  // close(flush?): with flush, what is queued is handed to the callback first
+  // (a namespace going away: its last destroy messages still count).
   Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (info.Length() > 0 && info[0].ToBoolean().Value() && fd_ >= 0) Drain();
     Shutdown();
     return info.Env().Undefined();
   }
@@ -327,6 +392,11 @@ class DestroyFeed : public Napi::ObjectWrap<DestroyFeed> {
     auto* self = static_cast<DestroyFeed*>(handle->data);
     if (status < 0 || self->fd_ < 0) return;
     self->wakeups_++;
+    self->Drain();
+  }
+
+  void Drain() {
+    DestroyFeed* self = this;
     RawBuf out;
     // Bounded so a storm cannot hold the loop forever; the rest waits for
     // the next (level-triggered) wakeup.
@@ -378,6 +448,7 @@ void InitDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("diagDump", Napi::Function::New(env, DiagDump));
   exports.Set("diagDumpInto", Napi::Function::New(env, DiagDumpInto));
   exports.Set("diagCopyLast", Napi::Function::New(env, DiagCopyLast));
+  exports.Set("diagSocket", Napi::Function::New(env, DiagSocket));
   exports.Set("DestroyFeed", DestroyFeed::Define(env));
 }
 

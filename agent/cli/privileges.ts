@@ -122,6 +122,12 @@ export interface DropOptions {
   log?: LogFn;
   /** watch --owners off: owner lookup is what watch keeps its capabilities for. */
   owners?: boolean;
+  /**
+   * watch --netns: entering other network namespaces (setns, for new ones
+   * every interval) needs CAP_SYS_ADMIN, and finding them in /proc/PID/ns/net
+   * ptrace read access (CAP_SYS_PTRACE): both kept.
+   */
+  netns?: boolean;
 }
 
 export interface DropResult {
@@ -168,7 +174,8 @@ export function dropPrivileges(mode: Mode, opts: DropOptions = {}): DropResult {
   }
   if (before.prm === 0n && before.eff === 0n && before.amb === 0n) return { dropped: false, kept: [], threads: 0 };
 
-  const wanted = mode === 'watch' && opts.owners === false ? [] : KEEP[mode];
+  const base = mode === 'watch' && opts.owners === false ? [] : KEEP[mode];
+  const wanted: readonly Capability[] = mode === 'watch' && opts.netns === true ? [...new Set<Capability>([...base, 'sys_admin', 'sys_ptrace'])] : base;
   const keep = capMask(wanted) & before.prm;
   const kept = capNames(keep);
   const setpcap = (before.eff & capMask(['setpcap'])) !== 0n;

@@ -8,9 +8,10 @@ import { performance } from 'node:perf_hooks';
 import { isSystemError } from '../native.js';
 import { TCP_STATES, stateName, type PortRange, type TcpChrono } from '../parse/inet_diag.js';
 import { DiagSource, parseCidr } from '../sources/diag.js';
-import { DiagPoller, dumpFailure } from '../sources/diag_poller.js';
+import { DiagPoller, dumpFailure, type PollTarget } from '../sources/diag_poller.js';
 import { DestroyFeed } from '../sources/destroy.js';
-import { ConnectionTable } from '../model/connections.js';
+import { NetnsSet, parseNetnsChoice, type WatchedNamespace } from '../sources/netns.js';
+import { ConnectionTable, type NetnsScope } from '../model/connections.js';
 import { OwnerResolver } from '../model/owners.js';
 import { WatchMetrics, type SelfSnapshot } from '../export/metrics.js';
 import { createApp } from '../export/http.js';
@@ -48,6 +49,17 @@ const FLAGS = {
       parseCidr(t);
       return t;
     },
+  } satisfies FlagSpec<string>,
+  netns: {
+    name: 'netns',
+    arg: 'all|PATH',
+    multiple: true,
+    help:
+      'Watch other network namespaces too, one agent per host: all (every namespace of a process\n' +
+      'or under /run/netns, re-discovered every interval), or /run/netns/NAME, /proc/PID/ns/net.\n' +
+      'Series and API rows then carry netns (the /run/netns name, else inode:N). Needs CAP_SYS_ADMIN.\n' +
+      "Default: this process's namespace only, without a netns label.",
+    parse: parseNetnsChoice,
   } satisfies FlagSpec<string>,
   state: {
     name: 'state',
@@ -114,11 +126,24 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   const stats = poller.stats;
   let pollsMissed = 0;
 
+  // --netns: every namespace's destroy feed is subscribed as it is found,
+  // before its first dump (the first ones here, before the first poll).
+  // Another namespace's services may use the agent's own --listen port.
+  const namespaces =
+    o.netns.length > 0
+      ? watchNamespaces(o.netns, table, poller, source, o.port.length > 0 ? source : new DiagSource({ ports: [], remoteCidrs: o.remoteCidr, states: o.state }), o.destroyFeed)
+      : undefined;
+
   // Destroy feed first, so a connection closing during the first poll is not missed.
   let feed: DestroyFeed | undefined;
   let feedState = 'off';
   if (o.destroyFeed === 'off') {
     degraded.push('destroy feed off (--destroy-feed off): connections closed between two polls keep the figures of their last poll');
+  } else if (namespaces !== undefined) {
+    const failed = namespaces.feedsFailed();
+    feedState = failed === 0 ? 'on' : 'unavailable';
+    if (failed < namespaces.set.size) table.setCloseGrace(Math.max(2 * intervalMs, 2000));
+    if (failed > 0) degraded.push(`destroy feed unavailable in ${failed} of ${namespaces.set.size} network namespaces: their connections closed between two polls keep the figures of their last poll`);
   } else {
     const started = DestroyFeed.start(
       (sockets) => table.applyDestroyed(sockets, Date.now()),
@@ -144,20 +169,21 @@ async function runWatch(argv: readonly string[]): Promise<number> {
       polls: stats.polls,
       pollsMissed,
       pollErrors: stats.pollErrors,
-      parseErrors: { dump: stats.dumpParseErrors, destroy: feed?.counters.parseErrors ?? 0 },
+      parseErrors: { dump: stats.dumpParseErrors, destroy: namespaces?.feedCounts().parseErrors ?? feed?.counters.parseErrors ?? 0 },
       dumpInterrupted: stats.dumpInterrupted,
       socketsSeen: stats.socketsSeen,
-      destroyFeedUp: feed !== undefined,
-      destroyedSockets: feed?.counters.sockets ?? 0,
-      destroyFeedLost: feed?.nativeStats().overruns ?? 0,
+      destroyFeedUp: namespaces !== undefined ? o.destroyFeed !== 'off' && namespaces.feedsFailed() === 0 : feed !== undefined,
+      destroyedSockets: namespaces?.feedCounts().sockets ?? feed?.counters.sockets ?? 0,
+      destroyFeedLost: namespaces?.feedCounts().overruns ?? feed?.nativeStats().overruns ?? 0,
       ownerScans: owners?.stats.scans ?? 0,
+      ...(namespaces !== undefined && { namespaces: namespaces.set.size }),
     }),
     { maxConnections: o.maxConnections, info: { version: version(), kernel: release(), destroyFeed: feedState } },
   );
 
   let firstSample: TcpChrono | undefined;
   const pollOnce = (): void => {
-    const r = poller.poll(metrics.pollDuration);
+    const r = namespaces !== undefined ? namespaces.poll(metrics.pollDuration) : poller.poll(metrics.pollDuration);
     if (r.firstParseError !== undefined) {
       if (r.firstParseError.startsWith('tcp_info') && r.firstParseError.includes('need at least')) {
         logOnce('old-kernel', 'error', 'this kernel is too old for the sender chronographs: they need Linux 4.10 or newer', {
@@ -188,6 +214,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     pollOnce();
   } catch (e) {
     feed?.close();
+    namespaces?.close();
     throw new Error(dumpFailure(e));
   }
 
@@ -247,13 +274,21 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     health: () => {
       const age = (Date.now() - stats.lastOk) / 1000;
       const ok = age <= 3 * o.interval + 1;
-      return { ok, lastPollAgeSeconds: age, lastError: stats.lastError ?? null, destroyFeed: feedState, connections: table.open.size };
+      return {
+        ok,
+        lastPollAgeSeconds: age,
+        lastError: stats.lastError ?? null,
+        destroyFeed: feedState,
+        connections: table.open.size,
+        ...(namespaces !== undefined && { namespaces: namespaces.set.size }),
+      };
     },
     routes: (app) => app.use(routes),
     paths: ['/api/connections', '/api/overview', '/'],
     startMessage: 'watching',
     startFields: () => ({
       netns: netnsId(),
+      ...(namespaces !== undefined && { watchNetns: o.netns, namespaces: namespaces.set.size }),
       interval: o.interval,
       ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : o.listen.port > 0 ? `all but ${o.listen.port}` : 'all',
       remoteCidrs: o.remoteCidr.length > 0 ? o.remoteCidr : 'all',
@@ -270,20 +305,149 @@ async function runWatch(argv: readonly string[]): Promise<number> {
           : { chronographs: true, peerWindow: firstSample.sndWnd !== undefined, bytesRetrans: firstSample.bytesRetrans !== undefined },
     }),
     degraded,
-    drop: { owners: owners !== undefined },
+    drop: { owners: owners !== undefined, netns: namespaces !== undefined },
     abort: async () => {
       stopping = true;
       if (timer !== undefined) clearTimeout(timer);
       feed?.close();
+      namespaces?.close();
     },
     stop: async () => {
       stopping = true;
       if (timer !== undefined) clearTimeout(timer);
       feed?.close();
+      namespaces?.close();
       return { polls: stats.polls };
     },
     stopDeadlineMs: 5000,
   });
+}
+
+/** What goes with one watched network namespace. */
+interface NamespaceData {
+  scope: NetnsScope;
+  source: DiagSource;
+  feed: DestroyFeed | undefined;
+}
+
+/**
+ * watch --netns: the namespaces (agent/sources/netns.ts), each a scope of
+ * the table (its connections keyed apart, its aggregates labelled) with its
+ * own destroy feed. Found again before every poll; one that goes away has
+ * its last destroy messages read, then its connections closed. The first
+ * discovery runs here: a namespace given by path that is not there, or
+ * setns refused (no CAP_SYS_ADMIN), stops the start with a sentence.
+ */
+function watchNamespaces(
+  choices: readonly string[],
+  table: ConnectionTable,
+  poller: DiagPoller,
+  ownSource: DiagSource,
+  otherSource: DiagSource,
+  feedMode: 'auto' | 'on' | 'off',
+) {
+  const feedless = new Set<NamespaceData>();
+  // Counts of the feeds of namespaces gone (self metrics are counters).
+  const gone = { sockets: 0, parseErrors: 0, overruns: 0 };
+  const set = new NetnsSet<NamespaceData>(choices, {
+    added: (ns: WatchedNamespace): NamespaceData => {
+      const scope = table.addScope(ns.label);
+      const source = ns.own ? ownSource : otherSource;
+      const data: NamespaceData = { scope, source, feed: undefined };
+      if (feedMode !== 'off') {
+        const started = DestroyFeed.start(
+          (sockets) => table.applyDestroyed(sockets, Date.now(), scope),
+          (h) => source.filter.matchesDestroyed(h),
+          undefined,
+          ns.nsFd,
+        );
+        if (started.ok) data.feed = started.feed;
+        else if (feedMode === 'on') throw new Error(`--destroy-feed on: ${started.reason}`);
+        else {
+          feedless.add(data);
+          logOnce(`netns-feed:${started.code}`, 'warn', 'destroy feed unavailable in a network namespace: its connections closed between two polls keep the figures of their last poll', {
+            netns: ns.label,
+            reason: started.reason,
+          });
+        }
+      }
+      return data;
+    },
+    removed: (_ns, data) => {
+      if (data.feed !== undefined) {
+        gone.overruns += data.feed.nativeStats().overruns;
+        data.feed.close(true); // what it still holds counts
+        gone.sockets += data.feed.counters.sockets;
+        gone.parseErrors += data.feed.counters.parseErrors;
+      }
+      feedless.delete(data);
+      table.removeScope(data.scope, Date.now());
+    },
+    relabel: (_ns, data, label) => table.relabelScope(data.scope, label),
+  });
+
+  const refresh = (first: boolean): void => {
+    const r = set.refresh();
+    if (first) {
+      const fatal = r.missing.map((m) => `--netns ${m.path}: ${m.reason}`);
+      const allOnly = choices.every((c) => c === 'all');
+      for (const f of r.refused) if (!allOnly || f.code === 'EPERM' || f.code === 'EACCES' || f.reason.includes('--destroy-feed on')) fatal.push(f.reason);
+      if (fatal.length > 0) {
+        set.close();
+        throw new Error(fatal[0]);
+      }
+    }
+    for (const f of r.refused) logOnce(`netns-refused:${f.label}`, 'warn', 'a network namespace is not watched', { netns: f.label, reason: f.reason });
+    if (!first) {
+      for (const label of r.added) log('info', 'watching a new network namespace', { netns: label });
+      for (const label of r.removed) log('info', 'a network namespace went away: its connections are closed', { netns: label });
+    }
+  };
+  refresh(true);
+
+  return {
+    set,
+    feedsFailed: (): number => feedless.size,
+    feedCounts: (): { sockets: number; parseErrors: number; overruns: number } => {
+      const c = { ...gone };
+      for (const { data } of set.entries()) {
+        if (data.feed === undefined) continue;
+        c.sockets += data.feed.counters.sockets;
+        c.parseErrors += data.feed.counters.parseErrors;
+        c.overruns += data.feed.nativeStats().overruns;
+      }
+      return c;
+    },
+    /** Discovery (but before the first poll: done above), then one dump per namespace. */
+    poll: (() => {
+      let first = true;
+      return (duration: { observe(seconds: number): void }) => {
+        if (!first) refresh(false);
+        first = false;
+        const targets: PollTarget[] = [];
+        for (const { ns, data } of set.entries()) {
+          const ready = set.ensureDumpSocket(ns);
+          if (ready !== true) {
+            logOnce(`netns-socket:${ns.label}`, 'warn', 'a network namespace is not dumped; retrying every interval', { netns: ns.label, reason: ready.reason });
+            continue; // its connections stay as they were: nothing closes for being absent
+          }
+          targets.push({
+            label: ns.label,
+            source: data.source,
+            fd: ns.dumpFd,
+            enter: (listening) => table.enterScope(data.scope, listening),
+            leave: (complete) => table.leaveScope(complete),
+            failed: (_e, sentence) => {
+              set.dumpFailed(ns);
+              logOnce(`netns-poll:${ns.label}`, 'warn', 'poll of a network namespace failed; retrying every interval', { netns: ns.label, error: sentence });
+            },
+          });
+        }
+        return poller.pollScoped(targets, duration);
+      };
+    })(),
+    close: (): void => set.close(),
+  };
 }
 
 /**

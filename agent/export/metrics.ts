@@ -7,7 +7,7 @@
 // final figures), then its series are gone.
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
-import type { Connection, ConnectionTable } from '../model/connections.js';
+import type { Aggregate, Connection, ConnectionTable } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
 import { rankTopSync } from '../model/rank.js';
 import { redactEndpoint } from './redact.js';
@@ -28,6 +28,8 @@ export interface SelfSnapshot {
    * do not count them: the counter is then not exported at all.
    */
   pollsMissed?: number;
+  /** Network namespaces watched (watch --netns only; otherwise not exported). */
+  namespaces?: number;
 }
 
 export interface MetricsOptions {
@@ -69,7 +71,8 @@ class SnapshotMetric<L extends Record<string, string>> {
   }
 }
 
-type PortLabels = { port: string };
+/** Aggregate labels: `netns` only with watch --netns. */
+type PortLabels = { netns?: string; port: string };
 
 /** Text-format escaping (exposition format 0.0.4). */
 const escapeLabel = (v: string): string => (/[\\\n"]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"') : v);
@@ -103,6 +106,7 @@ export class WatchMetrics {
   private readonly self: {
     polls: Counter;
     pollsMissed: Counter | undefined;
+    namespaces: Gauge | undefined;
     pollErrors: Counter;
     parseErrors: Counter;
     interrupted: Counter;
@@ -157,7 +161,11 @@ export class WatchMetrics {
                 'between two polls; a poll that starts late but within its slot is not counted.',
             )
           : undefined,
-      pollErrors: counter('tcp_chrono_agent_poll_errors_total', 'sock_diag polls that failed.'),
+      namespaces:
+        selfSnapshot().namespaces !== undefined
+          ? gauge('tcp_chrono_agent_namespaces', 'Network namespaces watched (--netns), each dumped every poll.')
+          : undefined,
+      pollErrors: counter('tcp_chrono_agent_poll_errors_total', 'sock_diag polls that failed (with --netns: dumps of one namespace that failed).'),
       parseErrors: counter('tcp_chrono_agent_parse_errors_total', 'Netlink messages that could not be decoded, by source (dump, destroy).', ['source']),
       interrupted: counter('tcp_chrono_agent_dump_interrupted_total', 'sock_diag dumps the kernel marked interrupted (NLM_F_DUMP_INTR: the socket tables changed mid-dump); each is retried, twice at most per family.'),
       seen: gauge('tcp_chrono_agent_sockets_seen', 'Sockets the kernel returned in the last poll (before the agent-side filters).'),
@@ -255,7 +263,8 @@ export class WatchMetrics {
       const c = exported[i]!;
       if (c.owner === undefined) this.owners?.request(c); // found by a later scan, best effort
       const pid = c.owner !== undefined ? String(c.owner.pid) : '';
-      const labels = `port="${c.localPort}",remote="${escapeLabel(redactEndpoint(c.remote))}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"`;
+      const netns = c.agg.scope !== undefined ? `netns="${escapeLabel(c.agg.scope.label)}",` : '';
+      const labels = `${netns}port="${c.localPort}",remote="${escapeLabel(redactEndpoint(c.remote))}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"`;
       // Two sockets with one label set (same peer on two local addresses, or
       // a peer port reused right after a close) would add up: keep the first.
       if (seen.has(labels)) {
@@ -273,8 +282,9 @@ export class WatchMetrics {
   private update(): void {
     const { agg, self } = this;
     for (const m of [agg.busy, agg.rwnd, agg.sndbuf, agg.sndbufBound, agg.acked, agg.retrans, agg.closed, agg.open]) m.reset();
-    for (const [port, a] of this.table.aggregates) {
-      const l = { port };
+    const labelsOf = (a: Aggregate): PortLabels => (a.scope !== undefined ? { netns: a.scope.label, port: a.port } : { port: a.port });
+    for (const a of this.table.aggregates.values()) {
+      const l = labelsOf(a);
       agg.busy.add(l, us(a.busy));
       agg.rwnd.add(l, us(a.rwndLimited));
       agg.sndbuf.add(l, us(a.sndbufLimited));
@@ -283,12 +293,16 @@ export class WatchMetrics {
       agg.retrans.add(l, a.bytesRetrans);
       agg.closed.add(l, a.closed);
     }
-    for (const [port, n] of this.table.openCounts()) agg.open.add({ port }, n);
+    for (const [key, n] of this.table.openCounts()) {
+      const a = this.table.aggregates.get(key);
+      if (a !== undefined) agg.open.add(labelsOf(a), n);
+    }
 
     const s = this.selfSnapshot();
     for (const m of Object.values(self)) m?.reset();
     self.polls.inc(s.polls);
     self.pollsMissed?.inc(s.pollsMissed ?? 0);
+    self.namespaces?.set(s.namespaces ?? 0);
     self.pollErrors.inc(s.pollErrors);
     self.parseErrors.inc({ source: 'dump' }, s.parseErrors.dump);
     self.parseErrors.inc({ source: 'destroy' }, s.parseErrors.destroy);

@@ -1,6 +1,8 @@
 // The connection table: every watched TCP connection keyed by its socket
 // cookie, with what changed since the previous observation, and per-port
-// aggregates that nothing is ever subtracted from.
+// aggregates that nothing is ever subtracted from. With network namespaces
+// (watch --netns), every connection belongs to one NetnsScope: keys are made
+// unique per namespace, and aggregates are per (namespace, port).
 //
 // Aggregates are built from deltas: each observation of a connection (a poll
 // or its destroy message) adds what grew since the one before. So a counter
@@ -27,7 +29,49 @@ export interface Aggregate extends Figures {
   closed: number;
   /** Inferred sndbuf-limited seconds (Connection.sndbufBound). */
   sndbufBound: number;
+  /** Its key in ConnectionTable.aggregates: the port label, or `netns/port` in a namespace. */
+  key: string;
+  /** The port label (Connection.port). */
+  port: string;
+  /** The network namespace (watch --netns only). */
+  scope: NetnsScope | undefined;
 }
+
+/**
+ * One network namespace whose connections the table keeps (watch --netns).
+ * A connection's namespace is its aggregate's (Connection.agg.scope): no
+ * field per connection.
+ */
+export class NetnsScope {
+  /** Ports with a listener in this namespace, at the last poll and the one before. */
+  listening = new Set<number>();
+  prevListening = new Set<number>();
+  /** Generation of the last table poll that dumped this namespace completely. */
+  completeGen = -1;
+  /** When the namespace went away (undefined: watched). */
+  goneAt: number | undefined = undefined;
+  /** Keys of the aggregates created for it. */
+  readonly aggregateKeys: string[] = [];
+  /**
+   * Added to cookie keys: before Linux 5.11 cookies were numbered per
+   * namespace, so two namespaces may hold the same one. Undefined: keys are
+   * `slot/cookie` strings (past MAX_NUMERIC_SCOPES scopes).
+   */
+  readonly keyBase: number | undefined;
+
+  constructor(
+    /** The series label: the name under /run/netns, else inode:<number>. */
+    public label: string,
+    readonly slot: number,
+  ) {
+    this.keyBase = slot < MAX_NUMERIC_SCOPES ? slot * KEY_SPAN : undefined;
+  }
+}
+
+/** Cookies below this are offset by a scope's keyBase (2^40: a trillion sockets). */
+const KEY_SPAN = 2 ** 40;
+/** Scopes whose keys stay numbers (keyBase + cookie < 2^53). */
+const MAX_NUMERIC_SCOPES = 2 ** 13 - 1;
 
 export type CloseHow = 'destroyed' | 'vanished';
 
@@ -100,6 +144,8 @@ export interface TableOptions {
   recentTauSeconds?: number;
   /** Called for each connection a poll sees for the first time (e.g. to look up its owner). */
   onNew?: (c: Connection) => void;
+  /** How long the aggregates of a namespace that went away are still exported (so their last figures are scraped). */
+  scopeRetentionMs?: number;
 }
 
 interface Tombstone extends Figures {
@@ -118,6 +164,10 @@ export class ConnectionTable {
   private generation = 0;
   private pollNow = 0;
   private prevListening = new Set<number>();
+  /** The namespace of the sockets being tracked or destroyed now (undefined: no namespaces). */
+  private scope: NetnsScope | undefined = undefined;
+  private scopeSlots = 0;
+  private readonly retired: NetnsScope[] = [];
 
   constructor(opts: TableOptions) {
     this.opts = {
@@ -125,6 +175,7 @@ export class ConnectionTable {
       maxClosedPending: 10_000,
       portsChosen: false,
       recentTauSeconds: 60,
+      scopeRetentionMs: 300_000,
       ...opts,
       onNew: opts.onNew ?? (() => undefined),
     };
@@ -140,8 +191,74 @@ export class ConnectionTable {
    * per such port would grow without bound, so they share "ephemeral".
    */
   portLabel(localPort: number): string {
-    if (this.opts.portsChosen || this.listening.has(localPort) || this.prevListening.has(localPort)) return String(localPort);
+    if (this.opts.portsChosen) return String(localPort);
+    const sc = this.scope;
+    if (sc === undefined ? this.listening.has(localPort) || this.prevListening.has(localPort) : sc.listening.has(localPort) || sc.prevListening.has(localPort)) {
+      return String(localPort);
+    }
     return 'ephemeral';
+  }
+
+  // ---- network namespaces (watch --netns) ----
+
+  /** A namespace whose sockets will come through enterScope() and applyDestroyed(). */
+  addScope(label: string): NetnsScope {
+    return new NetnsScope(label, this.scopeSlots++);
+  }
+
+  /**
+   * Renames a scope, while it has no aggregate yet (its label is in no
+   * series): false otherwise.
+   */
+  relabelScope(scope: NetnsScope, label: string): boolean {
+    if (scope.aggregateKeys.length > 0) return false;
+    scope.label = label;
+    return true;
+  }
+
+  /**
+   * Within a poll (beginPoll/endPoll), the sockets track() is given next are
+   * the namespace's, and `listening` its listener ports. Namespaces left
+   * out of a poll, or not left with complete = true, close nothing for
+   * being absent.
+   */
+  enterScope(scope: NetnsScope, listening: Set<number>): void {
+    scope.prevListening = scope.listening;
+    scope.listening = listening;
+    this.scope = scope;
+  }
+
+  leaveScope(complete: boolean): void {
+    if (complete && this.scope !== undefined) this.scope.completeGen = this.generation;
+    this.scope = undefined;
+  }
+
+  /**
+   * The namespace went away: its open connections close now (gone from
+   * the dump), and its aggregates are dropped scopeRetentionMs later.
+   */
+  removeScope(scope: NetnsScope, now: number): void {
+    for (const c of this.open.values()) if (c.agg.scope === scope) this.close(c, now, 'vanished');
+    scope.goneAt = now;
+    this.retired.push(scope);
+  }
+
+  /** The table key of a cookie key in the current scope. */
+  private keyOf(key: number | string): number | string {
+    const sc = this.scope;
+    if (sc === undefined) return key;
+    if (sc.keyBase !== undefined && typeof key === 'number' && key < KEY_SPAN) return sc.keyBase + key;
+    return `${sc.slot}/${key}`;
+  }
+
+  private purgeRetired(now: number): void {
+    for (let i = this.retired.length - 1; i >= 0; i--) {
+      const sc = this.retired[i]!;
+      if (now - sc.goneAt! < this.opts.scopeRetentionMs) continue;
+      // A namespace of the same name since then has taken over its aggregates (a.scope).
+      for (const key of sc.aggregateKeys) if (this.aggregates.get(key)?.scope === sc) this.aggregates.delete(key);
+      this.retired.splice(i, 1);
+    }
   }
 
   /**
@@ -169,14 +286,15 @@ export class ConnectionTable {
   track(s: InetDiagSocket): void {
     const ch = s.chrono;
     if (ch === undefined) return;
-    let c = this.open.get(s.key);
+    const key = this.keyOf(s.key);
+    let c = this.open.get(key);
     if (c === undefined) {
       // Closed already: its destroy message overtook a dump that still held
       // the socket. Cookies are never reused, so this is the same connection:
       // add what grew, never count it open (and closed) a second time.
-      if (this.addToTombstone(s.key, ch)) return;
-      c = this.create(s, this.pollNow);
-      this.open.set(s.key, c);
+      if (this.addToTombstone(key, ch)) return;
+      c = this.create(s, this.pollNow, key);
+      this.open.set(key, c);
       this.opts.onNew(c);
     }
     c.seenGen = this.generation;
@@ -193,32 +311,46 @@ export class ConnectionTable {
     if (complete) {
       for (const c of this.open.values()) {
         if (c.seenGen === this.generation) continue;
+        // Its namespace was not dumped (completely) in this poll.
+        const sc = c.agg.scope;
+        if (sc !== undefined && sc.completeGen !== this.generation) continue;
         c.missingSince ??= now;
         if (now - c.missingSince >= this.opts.closeGraceMs) this.close(c, now, 'vanished');
       }
     }
     this.purgeTombstones(now);
+    if (this.retired.length > 0) this.purgeRetired(now);
   }
 
-  /** Applies final figures from the destroy feed (sockets already filtered by identity). */
-  applyDestroyed(sockets: readonly InetDiagSocket[], now: number): void {
-    for (const s of sockets) {
-      const ch = s.chrono;
-      if (ch === undefined) continue;
-      const c = this.open.get(s.key);
-      if (c !== undefined) {
-        this.observe(c, s, ch, now);
-        this.close(c, now, 'destroyed');
-        continue;
+  /**
+   * Applies final figures from the destroy feed (sockets already filtered
+   * by identity); `scope`: the namespace whose feed sent them.
+   */
+  applyDestroyed(sockets: readonly InetDiagSocket[], now: number, scope?: NetnsScope): void {
+    const outer = this.scope;
+    this.scope = scope;
+    try {
+      for (const s of sockets) {
+        const ch = s.chrono;
+        if (ch === undefined) continue;
+        const key = this.keyOf(s.key);
+        const c = this.open.get(key);
+        if (c !== undefined) {
+          this.observe(c, s, ch, now);
+          this.close(c, now, 'destroyed');
+          continue;
+        }
+        // Closed already (vanished from the dump first): add only what grew since.
+        if (this.addToTombstone(key, ch)) continue;
+        // Born and gone between two polls. Sockets that never carried data
+        // (failed connects, listeners) are not connections worth counting.
+        if (!(ch.bytesAcked > 0 || ch.bytesReceived > 0)) continue;
+        const fresh = this.create(s, now, key);
+        this.observe(fresh, s, ch, now);
+        this.close(fresh, now, 'destroyed');
       }
-      // Closed already (vanished from the dump first): add only what grew since.
-      if (this.addToTombstone(s.key, ch)) continue;
-      // Born and gone between two polls. Sockets that never carried data
-      // (failed connects, listeners) are not connections worth counting.
-      if (!(ch.bytesAcked > 0 || ch.bytesReceived > 0)) continue;
-      const fresh = this.create(s, now);
-      this.observe(fresh, s, ch, now);
-      this.close(fresh, now, 'destroyed');
+    } finally {
+      this.scope = outer;
     }
   }
 
@@ -248,7 +380,7 @@ export class ConnectionTable {
   openCounts(): Map<string, number> {
     const counts = new Map<string, number>();
     for (const port of this.aggregates.keys()) counts.set(port, 0);
-    for (const c of this.open.values()) counts.set(c.port, (counts.get(c.port) ?? 0) + 1);
+    for (const c of this.open.values()) counts.set(c.agg.key, (counts.get(c.agg.key) ?? 0) + 1);
     return counts;
   }
 
@@ -257,19 +389,27 @@ export class ConnectionTable {
   }
 
   private aggregate(port: string): Aggregate {
-    let a = this.aggregates.get(port);
+    const sc = this.scope;
+    const key = sc === undefined ? port : `${sc.label}/${port}`;
+    let a = this.aggregates.get(key);
     if (a === undefined) {
-      a = { busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, closed: 0, sndbufBound: 0 };
-      this.aggregates.set(port, a);
+      a = { busy: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesRetrans: 0, closed: 0, sndbufBound: 0, key, port, scope: sc };
+      this.aggregates.set(key, a);
+      sc?.aggregateKeys.push(key);
+    } else if (a.scope !== sc && sc !== undefined) {
+      // A namespace of a name that went away (its aggregates still
+      // retained): the series go on, counted from where they were.
+      a.scope = sc;
+      sc.aggregateKeys.push(key);
     }
     return a;
   }
 
-  private create(s: InetDiagSocket, now: number): Connection {
+  private create(s: InetDiagSocket, now: number, key: number | string): Connection {
     const port = this.portLabel(s.localPort);
     // Every field set here, in one order: one hidden class for all connections.
     return {
-      key: s.key,
+      key,
       cookie: s.cookie,
       family: s.family,
       localAddress: s.localAddress,
@@ -456,6 +596,7 @@ export function rwndShare(c: Figures): number {
 export function connectionJson(c: Connection): Record<string, unknown> {
   return {
     id: String(c.cookie),
+    ...(c.agg.scope !== undefined && { netns: c.agg.scope.label }),
     port: c.port,
     local: formatEndpoint(c.localAddress, c.localPort),
     remote: c.remote,

@@ -34,18 +34,24 @@ export class DestroyFeed {
 
   /**
    * Subscribes; never throws. `keep` filters on identity (listeners are
-   * always dropped) before tcp_info is decoded.
+   * always dropped) before tcp_info is decoded. `nsFd`: subscribe in that
+   * network namespace (an open nsfs file) instead of this process's.
    */
   static start(
     handler: DestroyHandler,
     keep: (h: InetDiagHeader) => boolean = () => true,
     binding: DiagBinding = diagBinding(),
+    nsFd?: number,
   ): DestroyFeedStart {
     const feed = new DestroyFeed(handler, keep);
     try {
-      feed.native = new binding.DestroyFeed((buf) => feed.onBatch(buf));
+      const onBatch = (buf: Buffer): void => feed.onBatch(buf);
+      feed.native = nsFd === undefined ? new binding.DestroyFeed(onBatch) : new binding.DestroyFeed(onBatch, nsFd);
       return { ok: true, feed };
     } catch (e) {
+      if (isSystemError(e) && e.syscall.startsWith('setns')) {
+        return { ok: false, code: e.code, reason: `cannot enter the network namespace to subscribe there: ${e.code === 'EPERM' ? 'setns needs CAP_SYS_ADMIN' : e.message}` };
+      }
       if (isSystemError(e) && e.code === 'EPERM') {
         return {
           ok: false,
@@ -65,8 +71,10 @@ export class DestroyFeed {
     return this.native?.stats() ?? { wakeups: 0, datagrams: 0, bytes: 0, overruns: 0, errors: 0 };
   }
 
-  close(): void {
-    this.native?.close();
+  /** Unsubscribes; with `flush`, messages already queued are handled first. */
+  close(flush = false): void {
+    if (flush) this.native?.close(true);
+    else this.native?.close();
     this.native = undefined;
   }
 

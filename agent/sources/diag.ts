@@ -26,16 +26,23 @@ import {
 
 /** Native exports of native/diag.cc (declared here, next to their only user). */
 export interface NativeDestroyFeed {
-  close(): void;
+  close(flush?: boolean): void;
   stats(): { wakeups: number; datagrams: number; bytes: number; overruns: number; errors: number };
 }
 export interface DiagBinding {
-  /** One dump into a new Buffer. */
-  diagDump(family: number, statesMask: number, extMask: number, bytecode?: Buffer): Buffer;
+  /** One dump into a new Buffer (through `fd`, a diagSocket(), if given). */
+  diagDump(family: number, statesMask: number, extMask: number, bytecode?: Buffer, fd?: number): Buffer;
   /** One dump copied into `into`: bytes, or -bytes if `into` is too small (then diagCopyLast). */
-  diagDumpInto(family: number, statesMask: number, extMask: number, bytecode: Buffer | undefined, into: Buffer): number;
+  diagDumpInto(family: number, statesMask: number, extMask: number, bytecode: Buffer | undefined, into: Buffer, fd?: number): number;
   diagCopyLast(into: Buffer): number;
-  DestroyFeed: new (onBatch: (datagrams: Buffer) => void) => NativeDestroyFeed;
+  /**
+   * A sock_diag socket made in the network namespace of `nsFd` (an open
+   * /run/netns/NAME or /proc/PID/ns/net; setns needs CAP_SYS_ADMIN), for the
+   * dumps' `fd`; the caller closes it. Without nsFd: this process's namespace.
+   */
+  diagSocket?(nsFd?: number): number;
+  /** Subscribed in the namespace of `nsFd` if given. close(true) hands what is queued to onBatch first. */
+  DestroyFeed: new (onBatch: (datagrams: Buffer) => void, nsFd?: number) => NativeDestroyFeed;
 }
 export function diagBinding(): DiagBinding {
   return native() as unknown as DiagBinding;
@@ -174,9 +181,11 @@ export class DiagSource {
    * socket may be visited twice if a dump is retried; it is valid only
    * during the call, its bytes are reused by the next dump) and listener
    * ports are added to `listening` as they are seen; the kernel dumps a
-   * family's listeners before its connections. Throws native errors.
+   * family's listeners before its connections. `fd`: dump through this
+   * diagSocket() (another network namespace's) instead of the process's
+   * own. Throws native errors.
    */
-  poll(visit?: (s: InetDiagSocket) => void, listening: Set<number> = new Set()): PollResult {
+  poll(visit?: (s: InetDiagSocket) => void, listening: Set<number> = new Set(), fd?: number): PollResult {
     const t0 = performance.now();
     const result: PollResult = {
       sockets: [],
@@ -210,7 +219,12 @@ export class DiagSource {
         // track() is idempotent within a poll.
         const socketsMark = result.sockets.length;
         const keptMark = result.kept;
-        const raw = visit !== undefined ? this.dumpReused(family) : this.binding.diagDump(family, this.filter.statesMask, EXT, this.filter.bytecode);
+        const raw =
+          visit !== undefined
+            ? this.dumpReused(family, fd)
+            : fd === undefined
+              ? this.binding.diagDump(family, this.filter.statesMask, EXT, this.filter.bytecode)
+              : this.binding.diagDump(family, this.filter.statesMask, EXT, this.filter.bytecode, fd);
         const batch = parseDiagBatch(raw, keep, accept);
         if (batch.interrupted && attempt < MAX_INTR_RETRIES) {
           result.interruptedRetries++;
@@ -229,8 +243,11 @@ export class DiagSource {
     return result;
   }
 
-  private dumpReused(family: number): Buffer {
-    let n = this.binding.diagDumpInto(family, this.filter.statesMask, EXT, this.filter.bytecode, this.scratch);
+  private dumpReused(family: number, fd: number | undefined): Buffer {
+    let n =
+      fd === undefined
+        ? this.binding.diagDumpInto(family, this.filter.statesMask, EXT, this.filter.bytecode, this.scratch)
+        : this.binding.diagDumpInto(family, this.filter.statesMask, EXT, this.filter.bytecode, this.scratch, fd);
     if (n < 0) {
       // Grown with headroom; never shrunk (the peak is what it must hold).
       this.scratch = Buffer.allocUnsafeSlow(Math.ceil(-n * 1.25));

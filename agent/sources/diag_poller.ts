@@ -27,6 +27,21 @@ export interface PollStats {
   lastError: string | undefined;
 }
 
+/** One network namespace of a scoped poll (watch --netns; see DiagPoller.pollScoped). */
+export interface PollTarget {
+  /** For messages. */
+  label: string;
+  source: DiagSource;
+  /** Its dump socket (diagSocket()); undefined: this process's own namespace. */
+  fd: number | undefined;
+  /** Before its dump: the sink takes its sockets as this namespace's (ConnectionTable.enterScope). */
+  enter(listening: Set<number>): void;
+  /** After it: complete is false when the dump failed or stayed interrupted. */
+  leave(complete: boolean): void;
+  /** Its dump threw (after leave(false)); the poll goes on with the other namespaces. */
+  failed(e: unknown, sentence: string): void;
+}
+
 export const newPollStats = (): PollStats => ({ polls: 0, pollErrors: 0, dumpParseErrors: 0, dumpInterrupted: 0, socketsSeen: 0, lastOk: 0, lastError: undefined });
 
 export class DiagPoller {
@@ -58,6 +73,66 @@ export class DiagPoller {
     st.lastOk = Date.now();
     st.lastError = undefined;
     return r;
+  }
+
+  /**
+   * One poll of several network namespaces into the sink, as one table poll:
+   * a namespace whose dump fails or stays interrupted closes nothing for
+   * being absent; the others go on. Each failure is counted in pollErrors
+   * and handed to its target. The result adds up every namespace's.
+   */
+  pollScoped(targets: readonly PollTarget[], duration?: { observe(seconds: number): void }, now = Date.now()): PollResult & { failed: number } {
+    const t0 = performance.now();
+    const total: PollResult & { failed: number } = {
+      sockets: [],
+      kept: 0,
+      listeningPorts: new Set(),
+      seen: 0,
+      parseErrors: 0,
+      interruptedRetries: 0,
+      interrupted: false,
+      durationSeconds: 0,
+      failed: 0,
+    };
+    const st = this.stats;
+    let lastError: string | undefined;
+    let stillInterrupted = 0;
+    const track = (s: InetDiagSocket): void => this.sink.track(s);
+    this.sink.beginPoll(now, new Set());
+    for (const t of targets) {
+      const listening = new Set<number>();
+      t.enter(listening);
+      let r: PollResult;
+      try {
+        r = t.source.poll(track, listening, t.fd);
+      } catch (e) {
+        t.leave(false);
+        total.failed++;
+        st.pollErrors++;
+        lastError = `network namespace ${t.label}: ${dumpFailure(e)}`;
+        t.failed(e, lastError);
+        continue;
+      }
+      t.leave(!r.interrupted);
+      total.kept += r.kept;
+      total.sample ??= r.sample;
+      total.seen += r.seen;
+      total.parseErrors += r.parseErrors;
+      total.firstParseError ??= r.firstParseError;
+      total.interruptedRetries += r.interruptedRetries;
+      total.interrupted ||= r.interrupted;
+      if (r.interrupted) stillInterrupted++;
+    }
+    this.sink.endPoll(true);
+    total.durationSeconds = (performance.now() - t0) / 1000;
+    duration?.observe(total.durationSeconds);
+    st.polls++;
+    st.socketsSeen = total.seen;
+    st.dumpParseErrors += total.parseErrors;
+    st.dumpInterrupted += total.interruptedRetries + stillInterrupted;
+    st.lastOk = Date.now();
+    st.lastError = lastError;
+    return total;
   }
 
   /** poll(), but a failure is counted and returned as a sentence instead of thrown. */

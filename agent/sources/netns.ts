@@ -1,0 +1,295 @@
+// Network namespaces for `watch --netns`: which exist now (discovery), and a
+// sock_diag socket inside each. A socket keeps the namespace it was made in,
+// so native/diag.cc makes it in a short-lived thread that enters the
+// namespace (setns, CAP_SYS_ADMIN) and ends; no other thread ever changes
+// namespace. This process's own namespace needs neither: it is dumped through
+// the process's usual socket.
+import { closeSync, fstatSync, openSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { isSystemError } from '../native.js';
+import { diagBinding, type DiagBinding } from './diag.js';
+
+/** Where the namespaces are found (tests point them elsewhere). */
+export interface NetnsPaths {
+  proc: string;
+  /** Where `ip netns add` (and CNI plugins) bind-mount named namespaces. */
+  runNetns: string;
+}
+
+export const NETNS_PATHS: NetnsPaths = { proc: '/proc', runNetns: '/run/netns' };
+
+/** One --netns value: `all`, or a path to a namespace file. Throws an Error saying what is expected. */
+export function parseNetnsChoice(text: string): string {
+  const t = text.trim();
+  if (t === 'all' || t.startsWith('/')) return t;
+  throw new Error('expected all, /run/netns/NAME or /proc/PID/ns/net');
+}
+
+export interface FoundNamespace {
+  inode: number;
+  /** The series label: its name under /run/netns, else inode:<number>. */
+  label: string;
+  /** A file to open it by. */
+  path: string;
+}
+
+export interface Discovery {
+  found: Map<number, FoundNamespace>;
+  /** Paths given that name no network namespace now (with why). */
+  missing: { path: string; reason: string }[];
+}
+
+const NET_LINK = /^net:\[(\d+)\]$/;
+
+/**
+ * The namespaces `choices` name now, by inode: `all` is every namespace of
+ * a process (/proc/PID/ns/net; threads are not looked at) and every one
+ * bind-mounted under /run/netns; a path is the namespace it names.
+ */
+export function discoverNamespaces(choices: readonly string[], paths: NetnsPaths = NETNS_PATHS): Discovery {
+  const found = new Map<number, FoundNamespace>();
+  const missing: Discovery['missing'] = [];
+  const nsfs = statSync(`${paths.proc}/self/ns/net`).dev;
+  const names = namedNamespaces(paths.runNetns, nsfs);
+  const add = (inode: number, path: string): void => {
+    if (found.has(inode)) return;
+    const name = names.get(inode);
+    found.set(inode, { inode, label: name ?? `inode:${inode}`, path: name !== undefined ? `${paths.runNetns}/${name}` : path });
+  };
+  for (const choice of choices) {
+    if (choice === 'all') {
+      for (const [inode, name] of names) add(inode, `${paths.runNetns}/${name}`);
+      for (const pid of listDir(paths.proc)) {
+        if (!/^\d+$/.test(pid)) continue;
+        const path = `${paths.proc}/${pid}/ns/net`;
+        let link: string;
+        try {
+          link = readlinkSync(path);
+        } catch {
+          continue; // exited meanwhile, or not ours to look at
+        }
+        const m = NET_LINK.exec(link);
+        if (m !== null) add(Number(m[1]), path);
+      }
+      continue;
+    }
+    try {
+      const st = statSync(choice);
+      if (st.dev !== nsfs) {
+        missing.push({ path: choice, reason: 'not a namespace file (expected /run/netns/NAME or /proc/PID/ns/net)' });
+        continue;
+      }
+      add(st.ino, choice);
+    } catch (e) {
+      missing.push({ path: choice, reason: isSystemError(e) && e.code === 'ENOENT' ? 'no such file' : e instanceof Error ? e.message : String(e) });
+    }
+  }
+  return { found, missing };
+}
+
+/** inode → name of the namespaces bind-mounted under dir (a leftover plain file is not one). */
+function namedNamespaces(dir: string, nsfs: number): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const name of listDir(dir).sort()) {
+    try {
+      const st = statSync(`${dir}/${name}`);
+      if (st.dev === nsfs && !out.has(st.ino)) out.set(st.ino, name);
+    } catch {
+      // deleted meanwhile
+    }
+  }
+  return out;
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** A namespace being watched. */
+export interface WatchedNamespace {
+  readonly inode: number;
+  label: string;
+  /** This process's own namespace: dumped and subscribed without entering it. */
+  readonly own: boolean;
+  /** The open namespace file (undefined for the own namespace). */
+  readonly nsFd: number | undefined;
+  /** Its sock_diag socket (undefined: the process's own, for the own namespace). */
+  dumpFd: number | undefined;
+}
+
+/** What goes with each namespace (its table scope, its destroy feed), made and undone by the caller. */
+export interface NetnsHooks<T> {
+  /** A namespace to watch from now on; nsFd (while the call lasts) is for subscriptions inside it. Throws to refuse it. */
+  added(ns: WatchedNamespace): T;
+  /** It went away, or the set is closing. */
+  removed(ns: WatchedNamespace, data: T): void;
+  /** It has a better label now (a name under /run/netns); false keeps the old one. */
+  relabel(ns: WatchedNamespace, data: T, label: string): boolean;
+}
+
+export interface RefreshResult {
+  added: string[];
+  removed: string[];
+  /** Namespaces that could not be entered (each reported once while it exists). */
+  refused: { label: string; code: string; reason: string }[];
+}
+
+/** The sentence for a namespace that could not be entered. */
+export function netnsFailure(label: string, e: unknown): { code: string; reason: string } {
+  if (isSystemError(e)) {
+    if (e.syscall.startsWith('setns') && (e.code === 'EPERM' || e.code === 'EACCES')) {
+      return {
+        code: e.code,
+        reason: `cannot enter network namespace ${label}: setns needs CAP_SYS_ADMIN (run as root, or grant cap_sys_admin) (${e.syscall}: ${e.code})`,
+      };
+    }
+    if (e.syscall.startsWith('setns') && e.code === 'EINVAL') {
+      return { code: e.code, reason: `${label} is not a network namespace (${e.syscall}: ${e.code})` };
+    }
+    return { code: e.code, reason: `cannot watch network namespace ${label}: ${e.message}` };
+  }
+  return { code: 'ERROR', reason: `cannot watch network namespace ${label}: ${e instanceof Error ? e.message : String(e)}` };
+}
+
+/**
+ * The namespaces of --netns, re-discovered by refresh() (every interval):
+ * new ones are opened (the namespace file kept open, a sock_diag socket made
+ * inside), gone ones closed. Each costs three file descriptors (namespace,
+ * dump socket, destroy feed).
+ */
+export class NetnsSet<T> {
+  private readonly watched = new Map<number, { ns: WatchedNamespace; data: T }>();
+  /** Inodes that could not be entered: not retried while they exist. */
+  private readonly refused = new Map<number, string>();
+  private readonly ownInode: number;
+
+  constructor(
+    readonly choices: readonly string[],
+    private readonly hooks: NetnsHooks<T>,
+    private readonly binding: DiagBinding = diagBinding(),
+    private readonly paths: NetnsPaths = NETNS_PATHS,
+  ) {
+    this.ownInode = statSync(`${paths.proc}/self/ns/net`).ino;
+  }
+
+  get size(): number {
+    return this.watched.size;
+  }
+
+  entries(): IterableIterator<{ ns: WatchedNamespace; data: T }> {
+    return this.watched.values();
+  }
+
+  /** Discovers the namespaces now and opens or closes what changed. Never throws for one namespace. */
+  refresh(): RefreshResult & { missing: Discovery['missing'] } {
+    const { found, missing } = discoverNamespaces(this.choices, this.paths);
+    const result: RefreshResult & { missing: Discovery['missing'] } = { added: [], removed: [], refused: [], missing };
+    // Gone first: a namespace of the same name made since takes its label over.
+    for (const [inode, w] of this.watched) {
+      if (found.has(inode)) continue;
+      this.drop(inode, w);
+      result.removed.push(w.ns.label);
+    }
+    for (const inode of this.refused.keys()) if (!found.has(inode)) this.refused.delete(inode);
+    for (const f of found.values()) {
+      const w = this.watched.get(f.inode);
+      if (w !== undefined) {
+        if (w.ns.label !== f.label && !f.label.startsWith('inode:') && this.hooks.relabel(w.ns, w.data, f.label)) w.ns.label = f.label;
+        continue;
+      }
+      if (this.refused.has(f.inode)) continue;
+      const err = this.open(f);
+      if (err === undefined) result.added.push(f.label);
+      else if (err !== 'raced') {
+        this.refused.set(f.inode, err.reason);
+        result.refused.push({ label: f.label, ...err });
+      }
+    }
+    return result;
+  }
+
+  /** A dump through ns.dumpFd failed: that socket is closed, and a new one made inside before its next dump. */
+  dumpFailed(ns: WatchedNamespace): void {
+    if (ns.dumpFd === undefined) return;
+    closeQuietly(ns.dumpFd);
+    ns.dumpFd = undefined;
+  }
+
+  /** Makes the dump socket of a namespace whose last one failed; false (and why) if it cannot. */
+  ensureDumpSocket(ns: WatchedNamespace): true | { code: string; reason: string } {
+    if (ns.own || ns.dumpFd !== undefined || ns.nsFd === undefined) return true;
+    try {
+      ns.dumpFd = this.diagSocket(ns.nsFd);
+      return true;
+    } catch (e) {
+      return netnsFailure(ns.label, e);
+    }
+  }
+
+  close(): void {
+    for (const [inode, w] of this.watched) this.drop(inode, w);
+  }
+
+  private diagSocket(nsFd: number): number {
+    if (this.binding.diagSocket === undefined) throw new Error('the native addon predates diagSocket; rebuild it (npm rebuild)');
+    return this.binding.diagSocket(nsFd);
+  }
+
+  private open(f: FoundNamespace): undefined | 'raced' | { code: string; reason: string } {
+    if (f.inode === this.ownInode) {
+      const ns: WatchedNamespace = { inode: f.inode, label: f.label, own: true, nsFd: undefined, dumpFd: undefined };
+      try {
+        this.watched.set(f.inode, { ns, data: this.hooks.added(ns) });
+        return undefined;
+      } catch (e) {
+        return netnsFailure(f.label, e);
+      }
+    }
+    let nsFd: number;
+    try {
+      nsFd = openSync(f.path, 'r');
+    } catch {
+      return 'raced'; // its process exited between the listing and now: found again if it still exists
+    }
+    try {
+      if (fstatSync(nsFd).ino !== f.inode) {
+        closeSync(nsFd);
+        return 'raced'; // the pid was reused
+      }
+      const ns: WatchedNamespace = { inode: f.inode, label: f.label, own: false, nsFd, dumpFd: undefined };
+      ns.dumpFd = this.diagSocket(nsFd);
+      try {
+        this.watched.set(f.inode, { ns, data: this.hooks.added(ns) });
+      } catch (e) {
+        closeQuietly(ns.dumpFd);
+        throw e;
+      }
+      return undefined;
+    } catch (e) {
+      closeQuietly(nsFd);
+      return netnsFailure(f.label, e);
+    }
+  }
+
+  private drop(inode: number, w: { ns: WatchedNamespace; data: T }): void {
+    this.watched.delete(inode);
+    try {
+      this.hooks.removed(w.ns, w.data);
+    } finally {
+      if (w.ns.dumpFd !== undefined) closeQuietly(w.ns.dumpFd);
+      w.ns.dumpFd = undefined;
+      if (w.ns.nsFd !== undefined) closeQuietly(w.ns.nsFd);
+    }
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
