@@ -5,10 +5,12 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -61,22 +63,24 @@ void SetRcvbuf(int fd, int bytes) {
   }
 }
 
-// A socket keeps the network namespace it was created in. socket() of the
-// given type and protocol, made in the namespace of ns_fd (an open
-// /run/netns/NAME or /proc/PID/ns/net) by a short-lived thread that enters it
-// with setns and ends: no other thread's namespace ever changes. ns_fd < 0:
-// this thread's own namespace. Returns the fd, or -1 with *err and *syscall
-// (setns needs CAP_SYS_ADMIN: EPERM without it).
-int SocketInNetns(int ns_fd, int type, int protocol, int* err, const char** syscall) {
-  *syscall = "socket(AF_NETLINK)";
+// A socket keeps the network namespace it was created in, and so does a
+// /proc/thread-self/net file opened there. make() (an fd, or -1 with errno
+// set) runs in the network namespace of ns_fd (an open /run/netns/NAME or
+// /proc/PID/ns/net) in a short-lived thread that enters it with setns and
+// ends: no other thread's namespace ever changes. ns_fd < 0: in this thread,
+// its own namespace. Returns the fd, or -1 with *err and *syscall (setns
+// needs CAP_SYS_ADMIN: EPERM without it).
+template <typename Make>
+int InNetns(int ns_fd, Make make, const char* what, int* err, const char** syscall) {
+  *syscall = what;
   if (ns_fd < 0) {
-    int fd = socket(AF_NETLINK, type, protocol);
+    int fd = make();
     if (fd < 0) *err = errno;
     return fd;
   }
   int fd = -1;
   int e = 0;
-  const char* failed = *syscall;
+  const char* failed = what;
   try {
     std::thread t([&] {
       if (setns(ns_fd, CLONE_NEWNET) != 0) {
@@ -84,7 +88,7 @@ int SocketInNetns(int ns_fd, int type, int protocol, int* err, const char** sysc
         failed = "setns(CLONE_NEWNET)";
         return;
       }
-      fd = socket(AF_NETLINK, type, protocol);
+      fd = make();
       if (fd < 0) e = errno;
     });
     t.join();
@@ -98,6 +102,10 @@ int SocketInNetns(int ns_fd, int type, int protocol, int* err, const char** sysc
     *syscall = failed;
   }
   return fd;
+}
+
+int SocketInNetns(int ns_fd, int type, int protocol, int* err, const char** syscall) {
+  return InNetns(ns_fd, [&] { return socket(AF_NETLINK, type, protocol); }, "socket(AF_NETLINK)", err, syscall);
 }
 
 int OpenDiagSocket(int ns_fd, int* err, const char** syscall) {
@@ -270,6 +278,26 @@ Napi::Value DiagSocket(const Napi::CallbackInfo& info) {
   int fd = OpenDiagSocket(ns_fd, &err, &syscall);
   if (fd < 0) throw ErrnoError(info.Env(), syscall, err);
   return Napi::Number::New(info.Env(), fd);
+}
+
+// procNetOpen(nsFd, name) -> fd of /proc/thread-self/net/<name> opened inside
+// the network namespace of nsFd (read-only; it shows that namespace for as
+// long as it is open, whoever reads it). For sockstat and sockstat6: a
+// namespace without TCP sockets needs no dump.
+Napi::Value ProcNetOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ns_fd = FdArg(info, 0);
+  if (info.Length() < 2 || !info[1].IsString()) throw Napi::TypeError::New(env, "procNetOpen(nsFd, name) needs a file name");
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  if (name.empty() || name.size() > 64 || name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos) {
+    throw Napi::TypeError::New(env, "name must be a /proc/net file name (lower case letters, digits, _)");
+  }
+  std::string path = "/proc/thread-self/net/" + name;
+  int err = 0;
+  const char* syscall = nullptr;
+  int fd = InNetns(ns_fd, [&] { return open(path.c_str(), O_RDONLY | O_CLOEXEC); }, "open(/proc/thread-self/net)", &err, &syscall);
+  if (fd < 0) throw ErrnoError(env, syscall, err);
+  return Napi::Number::New(env, fd);
 }
 
 // diagDump(family, statesMask, extMask, bytecode?, fd?) -> Buffer of nlmsghdr-framed
@@ -449,6 +477,7 @@ void InitDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("diagDumpInto", Napi::Function::New(env, DiagDumpInto));
   exports.Set("diagCopyLast", Napi::Function::New(env, DiagCopyLast));
   exports.Set("diagSocket", Napi::Function::New(env, DiagSocket));
+  exports.Set("procNetOpen", Napi::Function::New(env, ProcNetOpen));
   exports.Set("DestroyFeed", DestroyFeed::Define(env));
 }
 

@@ -435,6 +435,7 @@ function watchNamespaces(
             label: ns.label,
             source: data.source,
             fd: ns.dumpFd,
+            families: set.tcpFamilies(ns), // none: no TCP socket there, nothing to dump
             enter: (listening) => table.enterScope(data.scope, listening),
             leave: (complete) => table.leaveScope(complete),
             failed: (_e, sentence) => {

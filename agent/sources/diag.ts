@@ -41,6 +41,8 @@ export interface DiagBinding {
    * dumps' `fd`; the caller closes it. Without nsFd: this process's namespace.
    */
   diagSocket?(nsFd?: number): number;
+  /** /proc/thread-self/net/<name> opened inside the namespace of nsFd (it keeps showing that namespace). */
+  procNetOpen?(nsFd: number, name: string): number;
   /** Subscribed in the namespace of `nsFd` if given. close(true) hands what is queued to onBatch first. */
   DestroyFeed: new (onBatch: (datagrams: Buffer) => void, nsFd?: number) => NativeDestroyFeed;
 }
@@ -158,6 +160,7 @@ export interface PollResult {
 }
 
 const EXT = extMask([INET_DIAG_INFO, INET_DIAG_CONG, INET_DIAG_SKMEMINFO]);
+const BOTH: readonly number[] = [AF_INET, AF_INET6];
 /** Retries of an interrupted dump per family (so at most three dumps). */
 export const MAX_INTR_RETRIES = 2;
 
@@ -183,9 +186,9 @@ export class DiagSource {
    * ports are added to `listening` as they are seen; the kernel dumps a
    * family's listeners before its connections. `fd`: dump through this
    * diagSocket() (another network namespace's) instead of the process's
-   * own. Throws native errors.
+   * own; `families`: only these (default both). Throws native errors.
    */
-  poll(visit?: (s: InetDiagSocket) => void, listening: Set<number> = new Set(), fd?: number): PollResult {
+  poll(visit?: (s: InetDiagSocket) => void, listening: Set<number> = new Set(), fd?: number, families: readonly number[] = BOTH): PollResult {
     const t0 = performance.now();
     const result: PollResult = {
       sockets: [],
@@ -211,7 +214,7 @@ export class DiagSource {
       if (visit !== undefined) visit(s);
       else result.sockets.push(s);
     };
-    for (const family of [AF_INET, AF_INET6]) {
+    for (const family of families) {
       for (let attempt = 0; ; attempt++) {
         // An interrupted attempt is discarded: what it collected (and counted
         // as kept) is dropped, so a retried socket is neither listed nor

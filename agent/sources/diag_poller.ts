@@ -34,6 +34,8 @@ export interface PollTarget {
   source: DiagSource;
   /** Its dump socket (diagSocket()); undefined: this process's own namespace. */
   fd: number | undefined;
+  /** The families to dump (default both); none: the namespace has no TCP socket now, and is complete. */
+  families?: readonly number[];
   /** Before its dump: the sink takes its sockets as this namespace's (ConnectionTable.enterScope). */
   enter(listening: Set<number>): void;
   /** After it: complete is false when the dump failed or stayed interrupted. */
@@ -104,7 +106,7 @@ export class DiagPoller {
       t.enter(listening);
       let r: PollResult;
       try {
-        r = t.source.poll(track, listening, t.fd);
+        r = t.source.poll(track, listening, t.fd, t.families);
       } catch (e) {
         t.leave(false);
         total.failed++;

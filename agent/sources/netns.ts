@@ -4,8 +4,9 @@
 // namespace (setns, CAP_SYS_ADMIN) and ends; no other thread ever changes
 // namespace. This process's own namespace needs neither: it is dumped through
 // the process's usual socket.
-import { closeSync, fstatSync, openSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { isSystemError } from '../native.js';
+import { AF_INET, AF_INET6 } from '../parse/inet_diag.js';
 import { diagBinding, type DiagBinding } from './diag.js';
 
 /** Where the namespaces are found (tests point them elsewhere). */
@@ -118,6 +119,13 @@ export interface WatchedNamespace {
   readonly nsFd: number | undefined;
   /** Its sock_diag socket (undefined: the process's own, for the own namespace). */
   dumpFd: number | undefined;
+  /**
+   * Its /proc/net/sockstat and sockstat6 (-1: not readable). Every dump
+   * walks the host's whole TCP hash table, whichever the namespace, so a
+   * family without a TCP socket there (their "inuse" counts are the
+   * namespace's own) is not dumped.
+   */
+  readonly sockstat: readonly [number, number];
 }
 
 /** What goes with each namespace (its table scope, its destroy feed), made and undone by the caller. */
@@ -157,8 +165,8 @@ export function netnsFailure(label: string, e: unknown): { code: string; reason:
 /**
  * The namespaces of --netns, re-discovered by refresh() (every interval):
  * new ones are opened (the namespace file kept open, a sock_diag socket made
- * inside), gone ones closed. Each costs three file descriptors (namespace,
- * dump socket, destroy feed).
+ * inside), gone ones closed. Each costs five file descriptors (namespace,
+ * dump socket, destroy feed, sockstat and sockstat6).
  */
 export class NetnsSet<T> {
   private readonly watched = new Map<number, { ns: WatchedNamespace; data: T }>();
@@ -218,6 +226,17 @@ export class NetnsSet<T> {
     ns.dumpFd = undefined;
   }
 
+  /**
+   * The families with TCP sockets in the namespace now, from its sockstat
+   * counts (listeners included, time-wait not); both when unreadable.
+   */
+  tcpFamilies(ns: WatchedNamespace): number[] {
+    const out: number[] = [];
+    if (inUse(ns.sockstat[0], 'TCP') !== 0) out.push(AF_INET);
+    if (inUse(ns.sockstat[1], 'TCP6') !== 0) out.push(AF_INET6);
+    return out;
+  }
+
   /** Makes the dump socket of a namespace whose last one failed; false (and why) if it cannot. */
   ensureDumpSocket(ns: WatchedNamespace): true | { code: string; reason: string } {
     if (ns.own || ns.dumpFd !== undefined || ns.nsFd === undefined) return true;
@@ -238,9 +257,17 @@ export class NetnsSet<T> {
     return this.binding.diagSocket(nsFd);
   }
 
+  private procNet(nsFd: number, name: string): number {
+    try {
+      return this.binding.procNetOpen?.(nsFd, name) ?? -1;
+    } catch {
+      return -1; // then that family is always dumped
+    }
+  }
+
   private open(f: FoundNamespace): undefined | 'raced' | { code: string; reason: string } {
     if (f.inode === this.ownInode) {
-      const ns: WatchedNamespace = { inode: f.inode, label: f.label, own: true, nsFd: undefined, dumpFd: undefined };
+      const ns: WatchedNamespace = { inode: f.inode, label: f.label, own: true, nsFd: undefined, dumpFd: undefined, sockstat: [openOwn('sockstat'), openOwn('sockstat6')] };
       try {
         this.watched.set(f.inode, { ns, data: this.hooks.added(ns) });
         return undefined;
@@ -259,12 +286,13 @@ export class NetnsSet<T> {
         closeSync(nsFd);
         return 'raced'; // the pid was reused
       }
-      const ns: WatchedNamespace = { inode: f.inode, label: f.label, own: false, nsFd, dumpFd: undefined };
-      ns.dumpFd = this.diagSocket(nsFd);
+      const dumpFd = this.diagSocket(nsFd);
+      const ns: WatchedNamespace = { inode: f.inode, label: f.label, own: false, nsFd, dumpFd, sockstat: [this.procNet(nsFd, 'sockstat'), this.procNet(nsFd, 'sockstat6')] };
       try {
         this.watched.set(f.inode, { ns, data: this.hooks.added(ns) });
       } catch (e) {
-        closeQuietly(ns.dumpFd);
+        closeQuietly(dumpFd);
+        for (const fd of ns.sockstat) if (fd >= 0) closeQuietly(fd);
         throw e;
       }
       return undefined;
@@ -282,7 +310,33 @@ export class NetnsSet<T> {
       if (w.ns.dumpFd !== undefined) closeQuietly(w.ns.dumpFd);
       w.ns.dumpFd = undefined;
       if (w.ns.nsFd !== undefined) closeQuietly(w.ns.nsFd);
+      for (const fd of w.ns.sockstat) if (fd >= 0) closeQuietly(fd);
     }
+  }
+}
+
+function openOwn(name: string): number {
+  try {
+    return openSync(`/proc/thread-self/net/${name}`, 'r');
+  } catch {
+    return -1;
+  }
+}
+
+const statBuf = Buffer.alloc(4096);
+
+/** The "inuse" count of `proto` in a sockstat file (undefined: unreadable). */
+function inUse(fd: number, proto: 'TCP' | 'TCP6'): number | undefined {
+  if (fd < 0) return undefined;
+  try {
+    const text = statBuf.toString('latin1', 0, readSync(fd, statBuf, 0, statBuf.length, 0));
+    const at = text.indexOf(`\n${proto}: inuse `);
+    const start = at >= 0 ? at + proto.length + 9 : text.startsWith(`${proto}: inuse `) ? proto.length + 8 : -1;
+    if (start < 0) return undefined;
+    const n = parseInt(text.slice(start, start + 12), 10);
+    return Number.isNaN(n) ? undefined : n;
+  } catch {
+    return undefined;
   }
 }
 

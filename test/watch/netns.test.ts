@@ -11,6 +11,8 @@ import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 import { eventually, stopChild, waitForLine } from '../../lab/lab.js';
 import type { InetDiagSocket, TcpChrono } from '../../agent/parse/inet_diag.js';
 import { ConnectionTable, connectionJson } from '../../agent/model/connections.js';
+import { AF_INET } from '../../agent/parse/inet_diag.js';
+import { NetnsSet } from '../../agent/sources/netns.js';
 import { WatchMetrics, type SelfSnapshot } from '../../agent/export/metrics.js';
 
 const run = promisify(execFile);
@@ -317,7 +319,28 @@ describe('watch --netns all: twenty namespaces, one service port number', () => 
     expect(usage.stderr).toMatch(/--netns "some": expected all, \/run\/netns\/NAME or \/proc\/PID\/ns\/net/);
   });
 
-  it('stops cleanly on SIGTERM', async () => {
+  it('a namespace without TCP sockets is not dumped (its sockstat says so); one with sockets is, for its families only', async () => {
+    const empty = `tcn-${process.pid}-${id}-empty`;
+    await addNamespace(empty);
+    const set = new NetnsSet([`/run/netns/${empty}`, `/run/netns/${names[0]}`], { added: () => undefined, removed: () => undefined, relabel: () => false });
+    try {
+      const r = set.refresh();
+      expect(r.added.sort()).toEqual([empty, names[0]].sort());
+      const families = new Map([...set.entries()].map(({ ns }) => [ns.label, set.tcpFamilies(ns)]));
+      expect(families.get(empty)).toEqual([]);
+      expect(families.get(names[0]!)).toEqual([AF_INET]); // python's IPv4 sockets only
+    } finally {
+      set.close();
+    }
+  });
+
+  it('stops cleanly on SIGTERM, having polled every namespace every interval', async () => {
+    const text = await get(agent, '/metrics');
+    const polls = sample(text, 'tcp_chrono_agent_poll_duration_seconds_count')!;
+    const mean = sample(text, 'tcp_chrono_agent_poll_duration_seconds_sum')! / polls;
+    console.log(`netns: ${sample(text, 'tcp_chrono_agent_namespaces')} namespaces, ${polls} polls, mean poll ${(mean * 1000).toFixed(2)} ms`);
+    expect(mean).toBeLessThan(0.25);
+    expect(sample(text, 'tcp_chrono_agent_poll_errors_total')).toBe(0);
     expect(await stopChild(agent.child, 6000)).toBe(0);
   });
 });
