@@ -130,7 +130,7 @@ export interface WatchedNamespace {
 
 /** What goes with each namespace (its table scope, its destroy feed), made and undone by the caller. */
 export interface NetnsHooks<T> {
-  /** A namespace to watch from now on; nsFd (while the call lasts) is for subscriptions inside it. Throws to refuse it. */
+  /** A namespace to watch from now on (ns.nsFd: for subscriptions inside it). Throws to refuse it. */
   added(ns: WatchedNamespace): T;
   /** It went away, or the set is closing. */
   removed(ns: WatchedNamespace, data: T): void;
