@@ -138,7 +138,7 @@ async function runTrace(argv: readonly string[]): Promise<number> {
   applyRedaction(o);
   if (o.port.length > MAX_PORT_RANGES) throw new UsageError(`--port: at most ${MAX_PORT_RANGES} ports or ranges (the kernel filter's size)`);
   const cgroup = o.cgroup ?? cgroup2Mount();
-  if (cgroup === undefined) throw new Error('no cgroup-v2 hierarchy is mounted (none in /proc/self/mountinfo); mount one (mount -t cgroup2 none /sys/fs/cgroup) or give --cgroup');
+  if (cgroup === undefined) throw new Error('no cgroup-v2 hierarchy is mounted (none in /proc/self/mountinfo); mount one (mount -t cgroup2 none /sys/fs/cgroup) or give --cgroup (under `ip netns exec`, which remounts /sys, run trace outside it: it follows every network namespace anyway)');
   const why = traceUnavailable(cgroup);
   if (why !== undefined) throw new Error(why);
 

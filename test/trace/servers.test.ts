@@ -3,13 +3,13 @@
 // server, connections shorter than any poll, and an application that
 // timestamps its own writes while trace follows the same connection (it must
 // get exactly its own records). Every process is killed after each test.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Lines } from '../attach/helpers.js';
-import { ensureBuilt } from '../helpers/cli.js';
+import { CLI as CLI_PATH, ensureBuilt } from '../helpers/cli.js';
 import { kernelVersion, traceBinding } from '../../agent/sources/trace.js';
 import { chunks, chunksOf, docroot, freePort, NGINX, nginxAvailable, startTrace, stopAll, track, type Chunk } from './helpers.js';
 
@@ -194,5 +194,18 @@ while s.recv(65536): pass`], { stdio: ['ignore', 'pipe', 'inherit'] }));
     const want = client.responses.map((r) => r.head + r.bytes);
     expect((await chunksOf(one, client.local, 3)).map((c) => c.bytes)).toEqual(want);
     expect((await chunksOf(two, client.local, 3)).map((c) => c.bytes)).toEqual(want);
+  });
+
+  it('under `ip netns exec` (which hides the cgroup-v2 mount) it exits 1 with a sentence saying what to do', () => {
+    const ns = `tcpchrono-trace-${process.pid}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    try {
+      const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, CLI_PATH, 'trace', '--port', '9', '--diag', 'off'], { encoding: 'utf8' });
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/no cgroup-v2 hierarchy is mounted.*ip netns exec.*run trace outside it/);
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
   });
 });
