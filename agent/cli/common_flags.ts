@@ -134,8 +134,8 @@ export const SERVE_FLAGS = {
   httpMaxPerAddress: {
     name: 'http-max-per-address',
     arg: 'N',
-    default: '8',
-    help: 'Most HTTP connections open at once from one source address; more are closed at once.',
+    default: '32',
+    help: 'Most HTTP connections open at once from one source address; more are reset at once\n(a client pool that reconnects briefly holds a few more than it uses).',
     parse: parseIntIn(1, 10_000),
   } satisfies FlagSpec<number>,
   httpMaxWaiting: {

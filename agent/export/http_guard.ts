@@ -28,7 +28,7 @@ export interface GuardLimits {
   maxWaiting: number;
 }
 
-export const DEFAULT_LIMITS: GuardLimits = { firstRequestTimeout: 3, maxPerAddress: 8, maxWaiting: 128 };
+export const DEFAULT_LIMITS: GuardLimits = { firstRequestTimeout: 3, maxPerAddress: 32, maxWaiting: 128 };
 
 export const REJECT_REASONS = ['per_address', 'evicted', 'first_request_timeout'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
