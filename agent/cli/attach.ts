@@ -38,7 +38,7 @@ const SUMMARY =
   'If the agent is killed (SIGKILL), timestamping stays on until the next `attach` (or\n' +
   '`attach --cleanup-only`) for the same process turns it off.';
 
-const FLAGS = {
+export const FLAGS = {
   pid: {
     name: 'pid',
     arg: 'PID',

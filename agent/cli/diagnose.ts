@@ -18,7 +18,7 @@ const SUMMARY =
   'Watch the connections for a while, then print a verdict per port (receive window, send buffer,\n' +
   'network or application) and the worst connections, with the figures behind it.';
 
-const FLAGS = {
+export const FLAGS = {
   port: {
     name: 'port',
     arg: 'PORT[-PORT]',

@@ -56,7 +56,7 @@ export const ALLOW_ROOT_FLAG = {
 } satisfies FlagSpec<boolean>;
 
 /** The command's flags plus those every command of its kind takes (--allow-root). */
-function withCommon(command: string, specs: Record<string, FlagSpec<unknown>>): Record<string, FlagSpec<unknown>> {
+export function withCommon(command: string, specs: Record<string, FlagSpec<unknown>>): Record<string, FlagSpec<unknown>> {
   return refusesRoot(command) ? { ...specs, allowRoot: ALLOW_ROOT_FLAG } : specs;
 }
 

@@ -6,7 +6,7 @@ import { WatchMetrics } from '../export/metrics.js';
 import { ConnectionTable, type Connection } from '../model/connections.js';
 import type { PortRange } from '../parse/inet_diag.js';
 import { DEFAULT_STATES, DiagSource } from '../sources/diag.js';
-import { DiagPoller } from '../sources/diag_poller.js';
+import { DiagPoller, type PollStats } from '../sources/diag_poller.js';
 import { logOnce } from './log.js';
 import { version } from './version.js';
 
@@ -23,19 +23,9 @@ export interface PortWatch {
 
 const sourceFor = (ports: PortRange[]): DiagSource => new DiagSource({ ports, remoteCidrs: [], states: DEFAULT_STATES });
 
-/**
- * Polls the connections of `ports` every `intervalSeconds`. Throws when the
- * first dump fails (the caller reports it as degraded and goes on without).
- */
-export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number; maxSeries: number }): PortWatch {
-  const table = new ConnectionTable({ closeGraceMs: 0, portsChosen: true });
-  const poller = new DiagPoller(sourceFor(ports), table);
-  poller.poll();
-  const stats = poller.stats;
-  // Connections by socket inode for attach's per-chunk question, built on the
-  // first question after a poll (proxy never asks).
-  let byInode: Map<number, Connection> | undefined;
-  const metrics = new WatchMetrics(
+/** The connection view's metrics (watch's, without a destroy feed or owners), read from `table` and `stats` at each scrape. */
+export function portWatchMetrics(table: ConnectionTable, stats: PollStats, maxSeries: number): WatchMetrics {
+  return new WatchMetrics(
     table,
     undefined,
     () => ({
@@ -49,8 +39,23 @@ export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number;
       destroyFeedLost: 0,
       ownerScans: 0,
     }),
-    { maxConnections: o.maxSeries, info: { version: version(), kernel: release(), destroyFeed: 'off' } },
+    { maxConnections: maxSeries, info: { version: version(), kernel: release(), destroyFeed: 'off' } },
   );
+}
+
+/**
+ * Polls the connections of `ports` every `intervalSeconds`. Throws when the
+ * first dump fails (the caller reports it as degraded and goes on without).
+ */
+export function startPortWatch(ports: PortRange[], o: { intervalSeconds: number; maxSeries: number }): PortWatch {
+  const table = new ConnectionTable({ closeGraceMs: 0, portsChosen: true });
+  const poller = new DiagPoller(sourceFor(ports), table);
+  poller.poll();
+  const stats = poller.stats;
+  // Connections by socket inode for attach's per-chunk question, built on the
+  // first question after a poll (proxy never asks).
+  let byInode: Map<number, Connection> | undefined;
+  const metrics = portWatchMetrics(table, stats, o.maxSeries);
   const poll = (): void => {
     const r = poller.tryPoll(metrics.pollDuration);
     byInode = undefined;

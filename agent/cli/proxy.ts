@@ -50,7 +50,7 @@ function parseBytes(text: string): number {
   return n;
 }
 
-const FLAGS = {
+export const FLAGS = {
   listen: listenFlag('listen', 'Where clients connect (the address the server used to have). Required.'),
   upstream: {
     name: 'upstream',

@@ -27,7 +27,7 @@ const SUMMARY =
   'and where its time went (app / network / rwnd / sndbuf) over the last interval and since start.\n' +
   'Keys: s stall, r rate, t RTT, w window, b bytes, p port (press again to reverse), f filter by port, q quit.';
 
-const FLAGS = {
+export const FLAGS = {
   interval: {
     name: 'interval',
     arg: 'DURATION',

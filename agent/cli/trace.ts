@@ -6,9 +6,11 @@
 // the kernel side and agent/model/trace_chunks.ts for how records become
 // chunks.
 import { release } from 'node:os';
+import type { Registry } from 'prom-client';
 import { nowSeconds } from '../clock.js';
+import type { TraceCounters } from '../parse/trace_event.js';
 import { selfMetrics } from '../export/self_metrics.js';
-import { TraceChunker, type TraceChunkRecord } from '../model/trace_chunks.js';
+import { TraceChunker, type TraceChunkerCounters, type TraceChunkRecord } from '../model/trace_chunks.js';
 import { cgroup2Mount, MAX_PORT_RANGES, traceLoadFailure, TraceSource, traceUnavailable, type TraceChunkMode } from '../sources/trace.js';
 import { ChunkOutputs } from './chunk_mode.js';
 import type { Command } from './command.js';
@@ -46,7 +48,7 @@ function parseRingBytes(text: string): number {
   return n;
 }
 
-const FLAGS = {
+export const FLAGS = {
   cgroup: {
     name: 'cgroup',
     arg: 'PATH',
@@ -124,6 +126,40 @@ const FLAGS = {
   ...REDACT_FLAGS,
 };
 
+/** What trace's own metrics read at each scrape. */
+export interface TraceMetricsReads {
+  /** Connections followed at the last scan. */
+  connections(): number;
+  counters(): TraceCounters;
+  chunker(): TraceChunkerCounters;
+  /** Batches whose handling failed. */
+  callbackErrors(): number;
+  eventsDropped(): number;
+}
+
+/** trace's own metrics (tcp_chrono_trace_*, events dropped) in `registry`; values read through `r` at each scrape. */
+export function registerTraceMetrics(registry: Registry, r: TraceMetricsReads, info: { version: string; cgroup: string; chunks: string; sample: string }): void {
+  const self = selfMetrics(registry);
+  self.gauge('tcp_chrono_trace_connections', 'Connections followed by the BPF program now (passes of the last scan).', r.connections);
+  self.counter('tcp_chrono_trace_connections_total', 'Connections the BPF program switched TX timestamping on for.', () => r.counters().sockets);
+  self.counter('tcp_chrono_trace_writes_total', 'Writes (sendmsg/sendfile hand-overs) seen on followed connections.', () => r.counters().writes);
+  self.counter('tcp_chrono_trace_records_total', 'Records the BPF program handed to the ring buffer.', () => r.counters().records);
+  self.counterBy(
+    'tcp_chrono_trace_records_lost_total',
+    'Records or connections lost, by reason (ringbuf: the ring buffer was full; map_full: --max-sockets connections were followed; enable_failed: the kernel refused timestamping; malformed: undecodable; callback: the agent failed handling a batch).',
+    'reason',
+    () => {
+      const counters = r.counters();
+      return { ringbuf: counters.ringbufLost, map_full: counters.mapFull, enable_failed: counters.enableFailed, malformed: counters.malformed, callback: r.callbackErrors() };
+    },
+  );
+  self.counter('tcp_chrono_trace_chunks_unsampled_total', 'Chunks not timestamped because of --sample.', () => r.counters().unsampled);
+  self.counter('tcp_chrono_trace_chunks_superseded_total', 'Chunks given up because two later ones began before their last byte was acknowledged (pipelining); reported as stalls.', () => r.chunker().superseded);
+  self.counter('tcp_chrono_trace_chunks_late_total', 'Writes to a chunk already reported (stalled, or quiet for --quiet): their bytes are not in any record.', () => r.chunker().late);
+  self.eventsDropped(r.eventsDropped);
+  self.info('tcp_chrono_trace_info', 'The trace configuration (value is always 1).', { version: info.version, cgroup: info.cgroup, chunks: info.chunks, sample: info.sample });
+}
+
 /** CLOCK_MONOTONIC nanoseconds now (the clock of bpf_ktime_get_ns). */
 const monoNs = (): bigint => process.hrtime.bigint();
 
@@ -173,29 +209,13 @@ async function runTrace(argv: readonly string[]): Promise<number> {
     out.record(r, { port: r.port, mode: 'trace' }, { mode: 'trace' }),
   );
 
-  const self = selfMetrics(out.registry);
   const c = () => source.counters();
   let counters = c();
-  self.gauge('tcp_chrono_trace_connections', 'Connections followed by the BPF program now (passes of the last scan).', () => lastScan);
-  self.counter('tcp_chrono_trace_connections_total', 'Connections the BPF program switched TX timestamping on for.', () => counters.sockets);
-  self.counter('tcp_chrono_trace_writes_total', 'Writes (sendmsg/sendfile hand-overs) seen on followed connections.', () => counters.writes);
-  self.counter('tcp_chrono_trace_records_total', 'Records the BPF program handed to the ring buffer.', () => counters.records);
-  self.counterBy(
-    'tcp_chrono_trace_records_lost_total',
-    'Records or connections lost, by reason (ringbuf: the ring buffer was full; map_full: --max-sockets connections were followed; enable_failed: the kernel refused timestamping; malformed: undecodable; callback: the agent failed handling a batch).',
-    'reason',
-    () => ({ ringbuf: counters.ringbufLost, map_full: counters.mapFull, enable_failed: counters.enableFailed, malformed: counters.malformed, callback: callbackErrors }),
+  registerTraceMetrics(
+    out.registry,
+    { connections: () => lastScan, counters: () => counters, chunker: () => chunker.counters, callbackErrors: () => callbackErrors, eventsDropped: () => out.events.dropped },
+    { version: version(), cgroup, chunks: o.chunks.kind === 'idle' ? `idle=${o.chunks.seconds}s` : o.chunks.kind, sample: String(o.sample) },
   );
-  self.counter('tcp_chrono_trace_chunks_unsampled_total', 'Chunks not timestamped because of --sample.', () => counters.unsampled);
-  self.counter('tcp_chrono_trace_chunks_superseded_total', 'Chunks given up because two later ones began before their last byte was acknowledged (pipelining); reported as stalls.', () => chunker.counters.superseded);
-  self.counter('tcp_chrono_trace_chunks_late_total', 'Writes to a chunk already reported (stalled, or quiet for --quiet): their bytes are not in any record.', () => chunker.counters.late);
-  self.eventsDropped(() => out.events.dropped);
-  self.info('tcp_chrono_trace_info', 'The trace configuration (value is always 1).', {
-    version: version(),
-    cgroup,
-    chunks: o.chunks.kind === 'idle' ? `idle=${o.chunks.seconds}s` : o.chunks.kind,
-    sample: String(o.sample),
-  });
 
   let lastScan = 0;
   let callbackErrors = 0;

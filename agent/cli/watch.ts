@@ -35,7 +35,7 @@ function parseState(text: string): number {
   return s;
 }
 
-const FLAGS = {
+export const FLAGS = {
   interval: intervalFlag('How often to dump the sockets (one sock_diag dump, ~1 µs per socket in the kernel).'),
   port: portFlag(
     'Watch only connections whose local port is one of these (filtered in the kernel).\nDefault: every port but its own --listen port; outbound connections are\nthen aggregated as port="ephemeral".',
