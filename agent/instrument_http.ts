@@ -127,7 +127,7 @@ function hookResponses(): void {
 
 // A response finished: all its bytes reached the kernel. Published by Node
 // before the next pipelined response is given the socket.
-const finishChannel = diagnostics_channel.channel('http.server.response.finish');
+const FINISH = 'http.server.response.finish';
 let subscribers = 0;
 
 function onResponseFinish(message: unknown): void {
@@ -151,7 +151,7 @@ class HttpInstrumentation extends EventEmitter implements HttpProbe {
   ) {
     super();
     hookResponses();
-    if (subscribers++ === 0) finishChannel.subscribe(onResponseFinish);
+    if (subscribers++ === 0) diagnostics_channel.subscribe(FINISH, onResponseFinish);
     // prependListener: the probe must be in place before the first byte is written.
     server.prependListener('connection', this.onConnection);
     server.prependListener('request', this.onRequest);
@@ -168,7 +168,7 @@ class HttpInstrumentation extends EventEmitter implements HttpProbe {
     this.server.off('request', this.onRequest);
     for (const p of this.probes.values()) p.close();
     this.probes.clear();
-    if (--subscribers === 0) finishChannel.unsubscribe(onResponseFinish);
+    if (--subscribers === 0) diagnostics_channel.unsubscribe(FINISH, onResponseFinish);
   }
 
   private attach(socket: Socket): void {

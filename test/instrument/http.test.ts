@@ -209,4 +209,18 @@ describe('instrumentHttp without touching the writes', () => {
     for (const m of ['writeBuffer', 'writev', 'writeLatin1String', 'writeUtf8String', 'close']) expect(own(seen!.handle)).not.toContain(m);
     for (const m of ['write', 'end']) expect(own(seen!.res)).not.toContain(m);
   });
+
+  it('two instrumented servers: closing one leaves the other whole', async () => {
+    const a = await server((req, res) => res.end(Buffer.alloc(3000)));
+    const b = await server((req, res) => res.end(Buffer.alloc(5000)));
+    const first = collect<HttpChunkRecord>(a.probe, 'chunk', 1, 20_000);
+    await fetchAll(a.port, ['/x']);
+    await first;
+    a.probe.close();
+    const chunks = collect<HttpChunkRecord>(b.probe, 'chunk', 3, 20_000);
+    await fetchAll(b.port, ['/1', '/2', '/3']);
+    const got = await chunks;
+    expect(got.map((c) => c.id)).toEqual([0, 1, 2]);
+    for (const c of got) expect(c.exact).toBe(true);
+  });
 });
