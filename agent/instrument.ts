@@ -554,8 +554,8 @@ export class UnitProbe extends ProbeCore {
   private onFrom = 0;
   /** Keep the flags on until the kernel has this many bytes (an ended unit's last byte is still queued); -1: none. */
   private offAfter = -1;
-  /** When the open unit announced its last writes (its lastWriteTime); -1: not yet. A number always: one field representation. */
-  private finishingAt = -1;
+  /** When the open unit announced its last writes (its lastWriteTime); -Infinity: not yet (a double from the start: the field never changes representation). */
+  private finishingAt = -Infinity;
 
   constructor(socket: Socket, opts: InstrumentOptions) {
     const h = handleOf(socket);
@@ -639,7 +639,7 @@ export class UnitProbe extends ProbeCore {
       if (this.handedOver() <= last) this.offAfter = Math.max(this.offAfter, last + 1);
     }
     this.tracker.endUnit();
-    this.finishingAt = -1;
+    this.finishingAt = -Infinity;
     this.updateFlags();
   }
 
