@@ -14,7 +14,7 @@
 # their own instances on ports of their own.
 set -euo pipefail
 pkgs=(prometheus iproute2 ethtool python3 procps tmux chromium gcc g++ make nginx-light
-  libbpf-dev pkg-config clang llvm bpftool libelf-dev zlib1g-dev)
+  libbpf-dev pkg-config clang llvm bpftool libelf-dev zlib1g-dev systemd)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
