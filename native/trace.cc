@@ -8,6 +8,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "bpf/trace.h"
 #include "bpf/trace.skel.h"
 #include "common.h"
+#include "netns.h"
 
 namespace chrono {
 namespace {
@@ -26,6 +28,8 @@ struct Tracer {
   trace_bpf* skel = nullptr;
   ring_buffer* rb = nullptr;
   bpf_link* link = nullptr;
+  bpf_link* adopt = nullptr;  // tcp_chrono_adopt's (iter/tcp): connections open before the attach
+  bpf_link* closed = nullptr;  // tcp_chrono_closed's (a tracepoint): their closes, while any is followed
   int cgroup_fd = -1;
   std::vector<uint8_t>* sink = nullptr;  // set during Consume
   uint64_t malformed = 0;
@@ -55,6 +59,8 @@ int OnEvent(void* ctx, void* data, size_t size) {
 
 void Finalize(Napi::Env, Tracer* t) {
   if (t->rb != nullptr) ring_buffer__free(t->rb);
+  if (t->adopt != nullptr) bpf_link__destroy(t->adopt);
+  if (t->closed != nullptr) bpf_link__destroy(t->closed);
   if (t->link != nullptr) bpf_link__destroy(t->link);
   if (t->skel != nullptr) trace_bpf__destroy(t->skel);
   if (t->cgroup_fd >= 0) close(t->cgroup_fd);
@@ -77,6 +83,57 @@ Napi::Error LibbpfError(Napi::Env env, const char* what, int err) {
   Napi::Error e = ErrnoError(env, what, err);
   if (!last_libbpf_message.empty()) e.Set("detail", Napi::String::New(env, last_libbpf_message));
   return e;
+}
+
+// The cgroup's id (its kernfs node id, what bpf_get_current_cgroup_id and
+// the BPF side's kn->id give): the file handle of its directory, or its
+// inode number where handles are not supported (the same on 64-bit).
+uint64_t CgroupId(const std::string& path, int fd) {
+  struct {
+    struct file_handle fh;
+    uint64_t id;
+  } h;
+  h.fh.handle_bytes = sizeof(uint64_t);
+  int mount_id = 0;
+  if (name_to_handle_at(AT_FDCWD, path.c_str(), &h.fh, &mount_id, 0) == 0 && h.fh.handle_bytes == sizeof(uint64_t)) {
+    uint64_t id;
+    memcpy(&id, h.fh.f_handle, sizeof id);
+    return id;
+  }
+  struct stat st;
+  return fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
+// Reads an iterator to its end: its program writes nothing, so this just
+// runs it over every object. Returns 0 or -errno.
+int ReadIter(int fd) {
+  char buf[256];
+  // EAGAIN: the kernel stops a read() after a million objects with no output; the next read goes on.
+  for (int again = 0; again < 10000;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n == 0) return 0;
+    if (n > 0) continue;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return -errno;
+    again++;
+  }
+  return -EAGAIN;
+}
+
+// Creates a reader of link's iterator in the network namespace of ns_fd (<0:
+// this one) and reads it to the end. Returns 0, or -errno with *syscall.
+int RunIter(bpf_link* link, int ns_fd, const char** syscall) {
+  if (link == nullptr) {
+    *syscall = "bpf_iter_create";
+    return -EBADF;
+  }
+  int err = 0;
+  int fd = InNetns(ns_fd, [&] { return bpf_iter_create(bpf_link__fd(link)); }, "bpf_iter_create", &err, syscall);
+  if (fd < 0) return -err;
+  err = ReadIter(fd);
+  close(fd);
+  if (err != 0) *syscall = "read(bpf_iter)";
+  return err;
 }
 
 // traceOpen(cgroupPath, {chunkMode, idleNs, sample, ports: [[from, to]…], tgid, maxSockets, ringBytes}) → tracer
@@ -109,6 +166,7 @@ Napi::Value TraceOpen(const Napi::CallbackInfo& info) {
   ro->idle_ns = idle.IsNumber() ? static_cast<uint64_t>(idle.As<Napi::Number>().Int64Value()) : 0;
   ro->sample_every = std::max<uint32_t>(1, U32(o, "sample", 1));
   ro->only_tgid = U32(o, "tgid", 0);
+  ro->traced_cgroup = CgroupId(path, t->cgroup_fd);
   Napi::Value ports = o.Get("ports");
   if (ports.IsArray()) {
     Napi::Array a = ports.As<Napi::Array>();
@@ -140,6 +198,20 @@ Napi::Value TraceOpen(const Napi::CallbackInfo& info) {
     Finalize(env, t);
     throw LibbpfError(env, "ring_buffer__new", e);
   }
+  // For connections established before the attach: their closes are
+  // watched from now on, before traceAdopt follows them.
+  t->closed = bpf_program__attach(t->skel->progs.tcp_chrono_closed);
+  if (t->closed == nullptr) {
+    int e = errno;
+    Finalize(env, t);
+    throw LibbpfError(env, "bpf_link_create (tp_btf/inet_sock_set_state)", e);
+  }
+  t->adopt = bpf_program__attach_iter(t->skel->progs.tcp_chrono_adopt, nullptr);
+  if (t->adopt == nullptr) {
+    int e = errno;
+    Finalize(env, t);
+    throw LibbpfError(env, "bpf_link_create (iter/tcp)", e);
+  }
   return Napi::External<Tracer>::New(env, t, Finalize);
 }
 
@@ -152,6 +224,29 @@ Napi::Value TraceConsume(const Napi::CallbackInfo& info) {
   t->sink = nullptr;
   if (n < 0) throw ErrnoError(info.Env(), "ring_buffer__consume", -n);
   return BufferOrNull(info.Env(), out);
+}
+
+// traceAdopt(tracer, nsFd): follows the connections of a network namespace
+// (nsFd an open namespace file, -1: this process's) established before the
+// attach. Entering another namespace needs CAP_SYS_ADMIN (EPERM).
+Napi::Value TraceAdopt(const Napi::CallbackInfo& info) {
+  Tracer* t = TracerArg(info);
+  int ns_fd = static_cast<int>(NumberArg(info, 1, "nsFd"));
+  const char* syscall = "";
+  int err = RunIter(t->adopt, ns_fd, &syscall);
+  if (err != 0) throw ErrnoError(info.Env(), syscall, -err);
+  return info.Env().Undefined();
+}
+
+// traceAdoptionOver(tracer): no adopted connection is left: the iterator and
+// the close tracepoint are detached (nothing on the host calls them now).
+Napi::Value TraceAdoptionOver(const Napi::CallbackInfo& info) {
+  Tracer* t = TracerArg(info);
+  if (t->adopt != nullptr) bpf_link__destroy(t->adopt);
+  t->adopt = nullptr;
+  if (t->closed != nullptr) bpf_link__destroy(t->closed);
+  t->closed = nullptr;
+  return info.Env().Undefined();
 }
 
 // traceCounters(tracer) → number[TRACE_C_N] summed over CPUs, then the loader's malformed count.
@@ -201,6 +296,10 @@ Napi::Value TraceClose(const Napi::CallbackInfo& info) {
   Tracer* t = info[0].As<Napi::External<Tracer>>().Data();
   if (t->rb != nullptr) ring_buffer__free(t->rb);
   t->rb = nullptr;
+  if (t->adopt != nullptr) bpf_link__destroy(t->adopt);
+  t->adopt = nullptr;
+  if (t->closed != nullptr) bpf_link__destroy(t->closed);
+  t->closed = nullptr;
   if (t->link != nullptr) bpf_link__destroy(t->link);
   t->link = nullptr;
   if (t->skel != nullptr) trace_bpf__destroy(t->skel);
@@ -225,7 +324,7 @@ Napi::Value TraceLayout(const Napi::CallbackInfo& info) {
   F(trace_chunk, busy0_us); F(trace_chunk, rwnd0_us); F(trace_chunk, sndbuf0_us); F(trace_chunk, retrans0); F(trace_chunk, sndbuf0); F(trace_chunk, cwnd0); F(trace_chunk, mss0);
   F(trace_chunk, busy1_us); F(trace_chunk, rwnd1_us); F(trace_chunk, sndbuf1_us); F(trace_chunk, retrans1); F(trace_chunk, cwnd1); F(trace_chunk, mss1); F(trace_chunk, srtt1_us);
   F(trace_chunk, rate_delivered1); F(trace_chunk, rate_interval1_us); F(trace_chunk, sndbuf1); F(trace_chunk, wmem_queued1); F(trace_chunk, sampled); F(trace_chunk, comm);
-  F(trace_conn, cookie); F(trace_conn, rcv_mark); F(trace_conn, end_key); F(trace_conn, lport); F(trace_conn, rport); F(trace_conn, family); F(trace_conn, has_prev);
+  F(trace_conn, cookie); F(trace_conn, rcv_mark); F(trace_conn, end_key); F(trace_conn, lport); F(trace_conn, rport); F(trace_conn, family); F(trace_conn, has_prev); F(trace_conn, existing);
   F(trace_conn, laddr); F(trace_conn, raddr); F(trace_conn, cur); F(trace_conn, prev);
 #undef F
   o.Set("trace_event.size", Napi::Number::New(env, sizeof(trace_event)));
@@ -240,6 +339,8 @@ void InitTrace(Napi::Env env, Napi::Object exports) {
   exports.Set("traceConsume", Napi::Function::New(env, TraceConsume));
   exports.Set("traceCounters", Napi::Function::New(env, TraceCounters));
   exports.Set("traceConns", Napi::Function::New(env, TraceConns));
+  exports.Set("traceAdopt", Napi::Function::New(env, TraceAdopt));
+  exports.Set("traceAdoptionOver", Napi::Function::New(env, TraceAdoptionOver));
   exports.Set("traceClose", Napi::Function::New(env, TraceClose));
 }
 

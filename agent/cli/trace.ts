@@ -25,7 +25,7 @@ const SUMMARY =
   'connection of the processes in a cgroup-v2 subtree: BPF TX timestamping (Linux 6.15+) follows\n' +
   'each write to its acknowledgement inside the kernel. The servers are not touched (no proxy,\n' +
   'no ptrace, nothing in their error queues). Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (root).\n' +
-  'Connections open before the agent starts are not followed (see docs/trace.md).';
+  'Connections already open when it starts are followed from their next write.';
 
 function parseChunks(text: string): TraceChunkMode {
   if (text === 'response') return { kind: 'response' };
@@ -184,6 +184,13 @@ async function runTrace(argv: readonly string[]): Promise<number> {
   } catch (e) {
     throw new Error(traceLoadFailure(e));
   }
+  let adopted: ReturnType<TraceSource['adoptExisting']>;
+  try {
+    adopted = source.adoptExisting();
+  } catch (e) {
+    source.close();
+    throw new Error(`cannot follow the connections already open: ${e instanceof Error ? e.message : String(e)}`);
+  }
 
   let out: ChunkOutputs;
   try {
@@ -195,7 +202,13 @@ async function runTrace(argv: readonly string[]): Promise<number> {
     source.close();
     throw e;
   }
-  const degraded = [...out.degraded, 'connections open before the agent started are not followed (the kernel switches TX timestamping on at connection establishment)'];
+  const degraded = [...out.degraded];
+  if (adopted.failed.length > 0) {
+    const f = adopted.failed[0]!;
+    degraded.push(
+      `connections already open in ${adopted.failed.length} network namespace(s) are not followed, only new ones (${f.label}: ${f.reason}${adopted.failed.length > 1 ? ', …' : ''})`,
+    );
+  }
 
   // CLOCK_MONOTONIC → CLOCK_REALTIME, re-based at every pass (drift stays well under a jiffy).
   let offset = 0;
@@ -273,6 +286,8 @@ async function runTrace(argv: readonly string[]): Promise<number> {
       sample: o.sample,
       maxSockets: o.maxSockets,
       ringBuffer: o.ringBuffer,
+      existingConnections: counters.existing,
+      namespacesScanned: adopted.namespaces,
       diag: out.portWatch !== undefined ? 'on' : 'off',
       events: o.events ?? null,
     }),

@@ -10,7 +10,7 @@ export const TRACE_CHUNK_SIZE = 176;
 export const TRACE_CONN_SIZE = 416;
 
 /** The counters of native/bpf/trace.h (TRACE_C_*), in their order. */
-export const TRACE_COUNTERS = ['sockets', 'writes', 'chunks', 'records', 'ringbufLost', 'mapFull', 'enableFailed', 'unsampled', 'superseded'] as const;
+export const TRACE_COUNTERS = ['sockets', 'writes', 'chunks', 'records', 'ringbufLost', 'mapFull', 'enableFailed', 'unsampled', 'superseded', 'existing'] as const;
 export type TraceCounters = Record<(typeof TRACE_COUNTERS)[number] | 'malformed', number>;
 
 /** One chunk as the kernel saw it (struct trace_chunk); times are CLOCK_MONOTONIC nanoseconds. */
@@ -63,6 +63,8 @@ export interface TraceEvent extends TraceConnId {
 
 export interface TraceConn extends TraceConnId {
   hasPrev: boolean;
+  /** Open before the program was attached: its close is found by the iterator's passes (TraceSource.connections). */
+  existing: boolean;
   cur: TraceChunk;
   prev: TraceChunk;
 }
@@ -146,7 +148,7 @@ export function decodeTraceConns(b: Buffer | null): TraceConn[] {
   const out: TraceConn[] = [];
   if (b === null) return out;
   for (let o = 0; o + TRACE_CONN_SIZE <= b.length; o += TRACE_CONN_SIZE) {
-    out.push({ ...decodeId(b, o, 20, 24, 0, 32, 48), hasPrev: b[o + 26] !== 0, cur: decodeChunk(b, o + 64), prev: decodeChunk(b, o + 240) });
+    out.push({ ...decodeId(b, o, 20, 24, 0, 32, 48), hasPrev: b[o + 26] !== 0, existing: b[o + 27] !== 0, cur: decodeChunk(b, o + 64), prev: decodeChunk(b, o + 240) });
   }
   return out;
 }

@@ -3,10 +3,11 @@
 // attaches it to a cgroup, and hands out the ring buffer's records and the
 // followed connections as decoded batches. The program lives as long as this
 // process holds its link (no pinning): it cannot outlive the agent.
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { isSystemError, native } from '../native.js';
 import type { PortRange } from '../parse/inet_diag.js';
+import { discoverNamespaces } from './netns.js';
 import { decodeTraceConns, decodeTraceEvents, TRACE_COUNTERS, type TraceConn, type TraceCounters, type TraceEvent } from '../parse/trace_event.js';
 
 export type TraceChunkMode = { kind: 'response' } | { kind: 'write' } | { kind: 'idle'; seconds: number };
@@ -37,6 +38,8 @@ interface TraceBinding {
   traceConsume(t: Tracer): Buffer | null;
   traceCounters(t: Tracer): number[];
   traceConns(t: Tracer): Buffer | null;
+  traceAdopt(t: Tracer, nsFd: number): void;
+  traceAdoptionOver(t: Tracer): void;
   traceClose(t: Tracer): void;
   traceLayout(): Record<string, number>;
 }
@@ -139,10 +142,57 @@ export class TraceSource {
     return events;
   }
 
-  /** Every followed connection now (for stalls and quiet chunks). */
-  connections(): TraceConn[] {
-    return decodeTraceConns(this.b.traceConns(this.t));
+  /**
+   * Follows the connections established before the attach (the cgroup
+   * attachment only sees new ones), in this process's network namespace and
+   * in every other one on the host (/proc/PID/ns/net, /run/netns): the
+   * kernel's TCP iterator walks one namespace's sockets, so it is run once
+   * in each, from a short-lived thread that enters it. Call it before the
+   * capabilities are dropped (entering a namespace needs CAP_SYS_ADMIN).
+   * Returns the namespaces that could not be entered, with why.
+   */
+  adoptExisting(): { namespaces: number; failed: { label: string; reason: string }[] } {
+    this.b.traceAdopt(this.t, -1);
+    const own = statSync('/proc/self/ns/net').ino;
+    const failed: { label: string; reason: string }[] = [];
+    let namespaces = 1;
+    for (const ns of discoverNamespaces(['all']).found.values()) {
+      if (ns.inode === own) continue;
+      let fd: number;
+      try {
+        fd = openSync(ns.path, 'r');
+      } catch {
+        continue; // gone meanwhile: nothing open there to follow
+      }
+      try {
+        this.b.traceAdopt(this.t, fd);
+        namespaces++;
+      } catch (e) {
+        const code = isSystemError(e) ? e.code : '';
+        failed.push({ label: ns.label, reason: code === 'EPERM' ? 'entering it needs CAP_SYS_ADMIN' : e instanceof Error ? e.message : String(e) });
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return { namespaces, failed };
   }
+
+  /**
+   * Every followed connection now (for stalls and quiet chunks). The first
+   * scan that finds no adopted connection left (open before the attach)
+   * detaches the programs that were there for them.
+   */
+  connections(): TraceConn[] {
+    const conns = decodeTraceConns(this.b.traceConns(this.t));
+    if (!this.adoptionOver && !conns.some((c) => c.existing)) {
+      this.b.traceAdoptionOver(this.t);
+      this.adoptionOver = true;
+    }
+    return conns;
+  }
+
+  /** Whether the programs for the connections open before the attach are detached. */
+  adoptionOver = false;
 
   counters(): TraceCounters {
     const raw = this.b.traceCounters(this.t);

@@ -8,9 +8,50 @@
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
+/* The iterator's (iter/tcp) view: sock_common's addresses live in anonymous
+ * unions in the kernel; CO-RE finds them by name. */
+struct in6_addr___tc {
+	__u8 a[16];
+};
+
+struct sock_common {
+	__u32 skc_daddr;     /* network order */
+	__u32 skc_rcv_saddr;
+	__u16 skc_dport;     /* network order */
+	__u16 skc_num;       /* host order */
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	struct in6_addr___tc skc_v6_daddr;
+	struct in6_addr___tc skc_v6_rcv_saddr;
+};
+
+struct kernfs_node {
+	__u64 id; /* the cgroup id (what name_to_handle_at gives for its directory) */
+};
+
+struct cgroup {
+	int level;             /* 0: the root */
+	struct kernfs_node *kn;
+	struct cgroup *ancestors[]; /* [0] the root ... [level] itself (6.0+) */
+};
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup; /* the cgroup-v2 cgroup of the socket's creator */
+};
+
 struct sock {
 	int sk_sndbuf;
 	int sk_wmem_queued;
+	struct sock_cgroup_data sk_cgrp_data;
+};
+
+struct bpf_iter_meta {
+	__u64 session_id;
+};
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common; /* NULL: the pass is over */
 };
 
 struct tcp_sock {

@@ -16,12 +16,23 @@
  *    chronograph deltas (read from tcp_sock as tcp_get_info does).
  *  - STATE (to CLOSE): a chunk not all acknowledged goes out as CLOSED; the
  *    entry is deleted.
+ * Connections already open when the program is attached are never called at
+ * ESTABLISHED: the loader runs tcp_chrono_adopt (iter/tcp) once in every
+ * network namespace right after attaching, and it follows them as
+ * ESTABLISHED would (their TSTAMP callbacks then come from their next write).
+ * It cannot switch the STATE callback on for them (no
+ * bpf_sock_ops_cb_flags_set outside sockops, and the TSTAMP callbacks run
+ * unlocked), so tcp_chrono_closed, on the inet_sock_set_state tracepoint,
+ * closes them as STATE would. The loader attaches it before the adoption
+ * and detaches it once the last adopted connection is gone: meanwhile it
+ * costs one early return per TCP state change on the host.
  * Settings are const volatile (set before load): the verifier prunes what a
  * run does not use. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 #include "kernel.h"
 #include "trace.h"
 
@@ -37,10 +48,13 @@ char LICENSE[] SEC("license") = "GPL";
 #define OPT_SK_BPF_CB_FLAGS 1009
 #define OPT_SK_BPF_CB_TX_TIMESTAMPING 1
 #define FLAG_STATE_CB 4
+#define TCP_STATE_ESTABLISHED 1
 #define TCP_STATE_CLOSE 7
+#define MAX_CGROUP_LEVEL 32
 #define SOL_SOCKET_ 1
 #define AF_INET_ 2
 #define AF_INET6_ 10
+#define EEXIST_ 17
 
 const volatile __u32 chunk_mode = TRACE_CHUNKS_RESPONSE;
 const volatile __u64 idle_ns = 0;
@@ -49,6 +63,10 @@ const volatile __u32 n_port_ranges = 0; /* 0: every port */
 const volatile __u16 port_from[TRACE_MAX_PORT_RANGES] = {};
 const volatile __u16 port_to[TRACE_MAX_PORT_RANGES] = {};
 const volatile __u32 only_tgid = 0; /* 0: every process */
+/* The cgroup the program is attached to (its id): the iterator follows only
+ * sockets of its subtree, as the cgroup attachment does. 0: every socket. */
+const volatile __u64 traced_cgroup = 0;
+
 
 extern unsigned int CONFIG_HZ __kconfig;
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
@@ -240,7 +258,9 @@ static __always_inline void follow(struct bpf_sock_ops *skops)
 	c.end_key = queued_key(skops);
 	c.cur.chunk = (__u64)-1; /* the first hand-over begins chunk 0 */
 #undef c
-	if (bpf_map_update_elem(&conns, &cookie, cp, BPF_NOEXIST)) {
+	/* BPF_ANY: an entry the iterator made for the socket a moment ago is
+	 * replaced by this one (with the STATE callback, it is not `existing`). */
+	if (bpf_map_update_elem(&conns, &cookie, cp, BPF_ANY)) {
 		count(TRACE_C_MAP_FULL);
 		return;
 	}
@@ -395,11 +415,34 @@ static __always_inline void on_tstamp(struct bpf_sock_ops *skops, int ack)
 	}
 }
 
+/* The connection is closing: its chunks go out (the one in flight as CLOSED;
+ * the open one as ACKED if all acknowledged, else CLOSED), the entry goes.
+ * skops is 0 for an adopted connection (tcp_chrono_closed): no end snapshot then. */
+static __always_inline void finish(struct bpf_sock_ops *skops, struct trace_conn *conn, __u64 *cookie)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	if (conn->has_prev) {
+		if (skops)
+			snapshot_end(skops, &conn->prev);
+		emit(conn, &conn->prev, TRACE_EV_CLOSED, now);
+	}
+	if (conn->cur.chunk != (__u64)-1 && conn->cur.sampled && conn->cur.writes > 0) {
+		if (conn->cur.ack_ns != 0) {
+			emit(conn, &conn->cur, TRACE_EV_ACKED, now);
+		} else {
+			if (skops)
+				snapshot_end(skops, &conn->cur);
+			emit(conn, &conn->cur, TRACE_EV_CLOSED, now);
+		}
+	}
+	bpf_map_delete_elem(&conns, cookie);
+}
+
 static __always_inline void on_state(struct bpf_sock_ops *skops)
 {
 	__u64 cookie;
 	struct trace_conn *conn;
-	__u64 now;
 
 	if (skops->args[1] != TCP_STATE_CLOSE)
 		return;
@@ -407,20 +450,7 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 	conn = bpf_map_lookup_elem(&conns, &cookie);
 	if (!conn)
 		return;
-	now = bpf_ktime_get_ns();
-	if (conn->has_prev) {
-		snapshot_end(skops, &conn->prev);
-		emit(conn, &conn->prev, TRACE_EV_CLOSED, now);
-	}
-	if (conn->cur.chunk != (__u64)-1 && conn->cur.sampled && conn->cur.writes > 0) {
-		if (conn->cur.ack_ns != 0) {
-			emit(conn, &conn->cur, TRACE_EV_ACKED, now);
-		} else {
-			snapshot_end(skops, &conn->cur);
-			emit(conn, &conn->cur, TRACE_EV_CLOSED, now);
-		}
-	}
-	bpf_map_delete_elem(&conns, &cookie);
+	finish(skops, conn, &cookie);
 }
 
 SEC("sockops")
@@ -445,4 +475,122 @@ int tcp_chrono_trace(struct bpf_sock_ops *skops)
 		break;
 	}
 	return 1;
+}
+
+/* Whether the socket's cgroup is the traced one or below it. */
+static __always_inline int in_traced_cgroup(struct sock *sk)
+{
+	struct cgroup *cg, *a;
+	__u64 ancestors;
+	int level;
+
+	if (traced_cgroup == 0)
+		return 1;
+	cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	if (!cg)
+		return 0;
+	level = BPF_CORE_READ(cg, level);
+	ancestors = (__u64)cg + bpf_core_field_offset(struct cgroup, ancestors);
+	for (int i = 0; i < MAX_CGROUP_LEVEL; i++) {
+		if (i > level)
+			break;
+		a = 0;
+		bpf_probe_read_kernel(&a, sizeof(a), (void *)(ancestors + i * sizeof(a)));
+		if (a && BPF_CORE_READ(a, kn, id) == traced_cgroup)
+			return 1;
+	}
+	return 0;
+}
+
+/* follow() for a connection established before the program was attached. */
+static __always_inline void adopt(struct sock_common *skc, struct tcp_sock *tp, __u64 cookie)
+{
+	__u32 zero = 0;
+	struct trace_conn *cp;
+	int on = OPT_SK_BPF_CB_TX_TIMESTAMPING;
+	__u16 family = BPF_CORE_READ(skc, skc_family);
+	long err;
+
+	if (BPF_CORE_READ(skc, skc_state) != TCP_STATE_ESTABLISHED)
+		return;
+	if (family != AF_INET_ && family != AF_INET6_)
+		return;
+	if (!port_watched(BPF_CORE_READ(skc, skc_num)))
+		return;
+	if (!in_traced_cgroup((struct sock *)tp))
+		return;
+	cp = bpf_map_lookup_elem(&scratch, &zero);
+	if (!cp)
+		return;
+	__builtin_memset(cp, 0, sizeof(*cp));
+	cp->cookie = cookie;
+	cp->lport = BPF_CORE_READ(skc, skc_num);
+	cp->rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	cp->family = family;
+	if (family == AF_INET_) {
+		__u32 l = BPF_CORE_READ(skc, skc_rcv_saddr), r = BPF_CORE_READ(skc, skc_daddr);
+		__builtin_memcpy(cp->laddr, &l, 4);
+		__builtin_memcpy(cp->raddr, &r, 4);
+	} else {
+		BPF_CORE_READ_INTO(&cp->laddr, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&cp->raddr, skc, skc_v6_daddr);
+	}
+	cp->rcv_mark = tp->bytes_received;
+	cp->end_key = tp->write_seq - 1;
+	cp->cur.chunk = (__u64)-1;
+	cp->existing = 1;
+	/* BPF_NOEXIST: a socket the sockops program follows already stays its. */
+	err = bpf_map_update_elem(&conns, &cookie, cp, BPF_NOEXIST);
+	if (err) {
+		if (err != -EEXIST_)
+			count(TRACE_C_MAP_FULL);
+		return;
+	}
+	if (bpf_setsockopt(tp, SOL_SOCKET_, OPT_SK_BPF_CB_FLAGS, &on, sizeof(on))) {
+		count(TRACE_C_ENABLE_FAILED);
+		bpf_map_delete_elem(&conns, &cookie);
+		return;
+	}
+	count(TRACE_C_SOCKETS);
+	count(TRACE_C_EXISTING);
+}
+
+/* One pass over the TCP sockets of the reader's network namespace (the
+ * loader reads it to its end, once per namespace, right after attaching):
+ * follows the connections established before the attach. One the sockops
+ * program already follows stays its. */
+SEC("iter/tcp")
+int tcp_chrono_adopt(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+	__u64 cookie;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	cookie = bpf_get_socket_cookie(tp);
+	if (bpf_map_lookup_elem(&conns, &cookie))
+		return 0;
+	adopt(skc, tp, cookie);
+	return 0;
+}
+
+/* A connection adopt() followed is closing (tcp_set_state to CLOSE, where
+ * the STATE callback would come): its chunks go out, its entry goes. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_chrono_closed, const struct sock *sk, int oldstate, int newstate)
+{
+	struct trace_conn *conn;
+	__u64 cookie;
+
+	if (newstate != TCP_STATE_CLOSE)
+		return 0;
+	cookie = bpf_get_socket_cookie((void *)sk);
+	conn = bpf_map_lookup_elem(&conns, &cookie);
+	if (conn && conn->existing)
+		finish(0, conn, &cookie);
+	return 0;
 }

@@ -27,7 +27,8 @@
 #define TRACE_C_ENABLE_FAILED 6 /* bpf_setsockopt / enable_tx_tstamp refused */
 #define TRACE_C_UNSAMPLED 7   /* chunks skipped by --sample */
 #define TRACE_C_SUPERSEDED 8  /* chunks given up: two later ones began before its ACK */
-#define TRACE_C_N 9
+#define TRACE_C_EXISTING 9    /* connections open before the program, switched on by tcp_chrono_adopt (also in SOCKETS) */
+#define TRACE_C_N 10
 
 /* One chunk: its writes, and its end as the kernel saw it. */
 struct trace_chunk {
@@ -59,7 +60,10 @@ struct trace_conn {
 	__u16 lport, rport;
 	__u16 family;
 	__u8 has_prev;
-	__u8 pad0[5];
+	/* Open before the program was attached (followed from tcp_chrono_adopt):
+	 * its close comes from tcp_chrono_closed, not from the STATE callback. */
+	__u8 existing;
+	__u8 pad0[4];
 	__u8 laddr[16], raddr[16];
 	struct trace_chunk cur;  /* the open chunk */
 	struct trace_chunk prev; /* the one before, while its last byte is unacknowledged */

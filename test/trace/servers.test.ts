@@ -77,7 +77,7 @@ http {
 }
 `,
     );
-    track(spawn(NGINX, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' }));
+    track(spawn(NGINX, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore', detached: true }), true);
     await waitListening(port);
     const agent = await startTrace(['--port', String(port), '--interval', '200ms', '--quiet', '300ms']);
     // Before the responses, the handshake's flights and the session tickets
@@ -140,7 +140,7 @@ http { access_log off; sendfile on; types { application/octet-stream ts; }
   server { listen 127.0.0.1:${port}; root ${dir}; } }
 `,
     );
-    track(spawn(NGINX, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' }));
+    track(spawn(NGINX, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore', detached: true }), true);
     await waitListening(port);
     // A long interval: the records must come from the kernel at each close, not from a scan.
     const agent = await startTrace(['--port', String(port), '--interval', '1s', '--quiet', '10s']);

@@ -7,9 +7,27 @@ import { spawnSync } from 'node:child_process';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../agent/native.js';
 import { TRACE_CHUNK_SIZE, TRACE_CONN_SIZE, TRACE_EVENT_SIZE } from '../../agent/parse/trace_event.js';
-import { kernelVersion, traceBinding } from '../../agent/sources/trace.js';
+import { cgroup2Mount, kernelVersion, traceBinding } from '../../agent/sources/trace.js';
 import { ensureBuilt, runCli } from '../helpers/cli.js';
-import { chunks, chunksOf, docroot, freePort, loadedPrograms, nginxAvailable, runClient, startNginx, startPython, startTrace, stopAll, stopTrace } from './helpers.js';
+import {
+  chunks,
+  chunksOf,
+  docroot,
+  freePort,
+  heldClient,
+  loadedPrograms,
+  nginxAvailable,
+  programsOf,
+  runClient,
+  startNginx,
+  startPython,
+  startTrace,
+  stopAll,
+  stopTrace,
+  tempCgroup,
+  tempNetns,
+  type TraceAgent,
+} from './helpers.js';
 
 const SEGMENT = 4 * 1024 * 1024;
 
@@ -40,7 +58,7 @@ describe('trace: the kernel records', () => {
       'trace_chunk.chunk': 0, 'trace_chunk.first_write_ns': 8, 'trace_chunk.ack_ns': 32, 'trace_chunk.start_key': 40, 'trace_chunk.last_key': 44,
       'trace_chunk.writes': 48, 'trace_chunk.pid': 52, 'trace_chunk.busy0_us': 56, 'trace_chunk.mss0': 92, 'trace_chunk.busy1_us': 96,
       'trace_chunk.wmem_queued1': 148, 'trace_chunk.sampled': 152, 'trace_chunk.comm': 160,
-      'trace_conn.end_key': 16, 'trace_conn.lport': 20, 'trace_conn.family': 24, 'trace_conn.has_prev': 26, 'trace_conn.laddr': 32,
+      'trace_conn.end_key': 16, 'trace_conn.lport': 20, 'trace_conn.family': 24, 'trace_conn.has_prev': 26, 'trace_conn.existing': 27, 'trace_conn.laddr': 32,
       'trace_conn.cur': 64, 'trace_conn.prev': 240,
     });
   });
@@ -132,18 +150,140 @@ describe('trace: per-response records for servers that know nothing of the agent
   });
 });
 
+/** A metric's value (the series without labels) from the agent's /metrics. */
+async function metric(agent: TraceAgent, name: string): Promise<number | undefined> {
+  const text = await (await fetch(`${agent.url}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/** Waits until `name` reads `value` (at most `ms`); returns the last value read. */
+async function metricBecomes(agent: TraceAgent, name: string, value: number, ms = 5000): Promise<number | undefined> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await metric(agent, name);
+    if (v === value || Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('trace: connections open before the agent started', () => {
+  it('a keep-alive connection to nginx used before the start: its next responses are chunks, exact and in order; its close is found', async () => {
+    const dir = docroot({ 'first.ts': 5000, 'a.ts': 300_000, 'b.ts': 1_500_000, 'c.ts': 70_000 });
+    const port = await freePort();
+    await startNginx(dir, port);
+    const held = await heldClient(port);
+    await held.get('/first.ts');
+    const agent = await startTrace(['--port', String(port), '--interval', '200ms', '--quiet', '300ms']);
+    expect(agent.started.existingConnections).toBe(1);
+    const sent = [await held.get('/a.ts'), await held.get('/b.ts'), await held.get('/c.ts')];
+    const mine = await chunksOf(agent, held.local, 3);
+    expect(mine.map((c) => c.id)).toEqual([0, 1, 2]);
+    for (const [i, c] of mine.entries()) {
+      expect(c.bytes).toBe(sent[i]!.bytes + sent[i]!.head); // headers included
+      expect(c.stalled).toBe(false);
+      expect(c.exact).toBe(true);
+      expect(c.mode).toBe('trace');
+      expect(c.port).toBe(port);
+      expect(c.comm).toBe('nginx');
+    }
+    expect(await metricBecomes(agent, 'tcp_chrono_trace_connections', 1)).toBe(1);
+    // While it is open, its close is watched (a tracepoint) besides the cgroup's program.
+    expect(linksTo(programsOf(agent.child.pid!)).sort()).toEqual(['cgroup', 'iter', 'raw_tracepoint']);
+    expect(await held.close()).toBe(0);
+    // Its close comes from the tracepoint, not from the STATE callback it never had.
+    expect(await metricBecomes(agent, 'tcp_chrono_trace_connections', 0)).toBe(0);
+    await new Promise((r) => setTimeout(r, 500));
+    const after = (await chunks(agent)).filter((c) => c.peer.endsWith(`:${held.local}`));
+    expect(after.map((c) => c.id)).toEqual([0, 1, 2]); // each once, none stalled
+    expect(after.every((c) => !c.stalled)).toBe(true);
+    expect(await metric(agent, 'tcp_chrono_trace_connections_total')).toBe(1);
+    // The last adopted connection gone, only the cgroup's program is still called.
+    const end = Date.now() + 3000;
+    while (linksTo(programsOf(agent.child.pid!)).length > 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    expect(linksTo(programsOf(agent.child.pid!))).toEqual(['cgroup']);
+    expect(await stopTrace(agent)).toBe(0);
+  });
+
+  it('one in another network namespace (as in a pod): followed too, and its close found', async () => {
+    const ns = tempNetns();
+    const dir = docroot({ 'first.ts': 5000, 'a.ts': 400_000 });
+    const port = await freePort();
+    await startPython(dir, port, ns);
+    const held = await heldClient(port, ns);
+    await held.get('/first.ts');
+    const agent = await startTrace(['--port', String(port), '--interval', '200ms', '--quiet', '300ms']);
+    expect(agent.started.existingConnections).toBe(1);
+    expect(agent.started.namespacesScanned).toBeGreaterThanOrEqual(2);
+    const sent = await held.get('/a.ts');
+    const [c] = await chunksOf(agent, held.local, 1);
+    expect(c!.bytes).toBe(sent.bytes + sent.head);
+    expect(c!.comm).toBe('python3');
+    expect(await held.close()).toBe(0);
+    expect(await metricBecomes(agent, 'tcp_chrono_trace_connections', 0)).toBe(0);
+    expect(await stopTrace(agent)).toBe(0);
+  });
+
+  it('without CAP_SYS_ADMIN (no entering other namespaces) it runs, and says whose open connections it does not follow', async () => {
+    tempNetns();
+    const agent = await startTrace(['--port', String(await freePort())], ['setpriv', '--inh-caps=-all', '--bounding-set=-sys_admin', '--']);
+    const degraded = (agent.started.degraded ?? []) as string[];
+    expect(degraded.join('\n')).toMatch(/connections already open in \d+ network namespace\(s\) are not followed, only new ones \(.*entering it needs CAP_SYS_ADMIN/);
+    expect(await stopTrace(agent)).toBe(0);
+  });
+
+  it('only those of a watched port, in the traced cgroup, are followed', async () => {
+    const mount = cgroup2Mount();
+    expect(mount).toBeDefined();
+    const traced = tempCgroup(mount!);
+    const other = tempCgroup(mount!);
+    const dir = docroot({ 'a.ts': 100_000 });
+    const [inside, outside, unwatched] = [await freePort(), await freePort(), await freePort()];
+    await startNginx(dir, inside, traced);
+    await startNginx(dir, outside, other); // a watched port, another cgroup
+    await startNginx(dir, unwatched, traced); // the traced cgroup, a port not watched
+    const held = [await heldClient(inside), await heldClient(outside), await heldClient(unwatched)];
+    for (const h of held) await h.get('/a.ts');
+    const agent = await startTrace(['--cgroup', traced, '--port', String(inside), '--port', String(outside), '--interval', '200ms', '--quiet', '300ms']);
+    expect(agent.started.existingConnections).toBe(1);
+    const sent = [];
+    for (const h of held) sent.push(await h.get('/a.ts'));
+    const mine = await chunksOf(agent, held[0]!.local, 1);
+    expect(mine).toHaveLength(1);
+    expect(mine[0]!.bytes).toBe(sent[0]!.bytes + sent[0]!.head);
+    await new Promise((r) => setTimeout(r, 600));
+    for (const h of held.slice(1)) expect((await chunks(agent)).filter((c) => c.peer.endsWith(`:${h.local}`))).toHaveLength(0);
+    expect(await metric(agent, 'tcp_chrono_trace_connections_total')).toBe(1);
+    expect(await metric(agent, 'tcp_chrono_trace_connections')).toBe(1);
+  });
+});
+
+/** The types of the kernel's BPF links that run one of `progs` (bpftool link show). */
+function linksTo(progs: number[]): string[] {
+  const r = spawnSync('bpftool', ['link', 'show', '--json'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bpftool link show failed: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { type: string; prog_id: number }[]).filter((l) => progs.includes(l.prog_id)).map((l) => l.type);
+}
+
 describe('trace: lifetime and bad input', () => {
   it('a SIGKILLed agent leaves no BPF program loaded', async () => {
-    const before = loadedPrograms();
     const agent = await startTrace(['--port', String(await freePort())]);
-    expect(loadedPrograms()).toBe(before + 1);
+    // This agent's programs, by id (other agents may run meanwhile: the other test file's).
+    const mine = programsOf(agent.child.pid!);
+    const loaded = loadedPrograms();
+    expect(mine.map((id) => loaded.get(id)).sort()).toEqual(['tcp_chrono_adopt', 'tcp_chrono_closed', 'tcp_chrono_trace']);
+    expect(linksTo(mine)).toContain('cgroup');
     await stopTrace(agent, 'SIGKILL');
     // The link's fd closes with the process; the kernel frees the program shortly after.
+    const left = (): number[] => {
+      const now = loadedPrograms();
+      return mine.filter((id) => now.has(id));
+    };
     const end = Date.now() + 5000;
-    while (loadedPrograms() > before && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-    expect(loadedPrograms()).toBe(before);
-    const cg = spawnSync('bpftool', ['cgroup', 'show', String(agent.started.cgroup)], { encoding: 'utf8' });
-    expect(cg.stdout).not.toContain('tcp_chrono_trace');
+    while (left().length > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(left()).toEqual([]);
+    // Nor a link (the cgroup attachment is one): none of the kernel's links runs one of them.
+    expect(linksTo(mine)).toEqual([]);
   });
 
   it.each([
