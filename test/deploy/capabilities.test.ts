@@ -6,6 +6,13 @@
 // The target: a server and its client in a network namespace of their own
 // (no /run/netns name: found through /proc/PID/ns/net only), running as
 // another UID, with 1000 bytes acknowledged.
+//
+// Nothing here waits a fixed time: a check that something did not happen
+// waits for the agent's own counters to say that it looked (polls done, an
+// owner scan finished), and a start that fails is read once the child's
+// output is closed ('close'), not at 'exit' (a child's last stderr bytes may
+// be read after its 'exit' event). Bounds are long (a loaded machine) and
+// cost nothing when things go well.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +23,9 @@ import { unitCapabilities } from './unit.js';
 
 const TARGET_UID = 4242;
 const AGENT_UID = 65534;
+/** Bound on the agent's start and on each awaited condition (a loaded CI machine). */
+const WAIT_MS = 45_000;
+const TEST_MS = 2 * WAIT_MS + 10_000;
 
 function have(cmd: string): boolean {
   try {
@@ -42,6 +52,8 @@ interface Run {
   child: ChildProcess;
   stderr: () => string;
   port?: number;
+  /** The exit code once the child has exited and its stdout and stderr are closed. */
+  closed: Promise<number | null>;
 }
 
 const runs = new Set<ChildProcess>();
@@ -58,9 +70,10 @@ async function agent(uid: number, caps: string[]): Promise<Run> {
   runs.add(child);
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const run: Run = { child, stderr: () => err };
+  const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const run: Run = { child, stderr: () => err, closed };
   try {
-    const line = await waitForLine(child, /"msg":"watching"/, 15_000);
+    const line = await waitForLine(child, /"msg":"watching"/, WAIT_MS);
     run.port = Number(/"listen":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(line)![1]);
   } catch {
     // exited before listening: the caller looks at stderr
@@ -71,6 +84,20 @@ async function agent(uid: number, caps: string[]): Promise<Run> {
 async function metrics(run: Run): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${run.port!}/metrics`);
   return res.text();
+}
+
+/** The value of an unlabelled series in a scrape (undefined: not there). */
+function valueOf(text: string, name: string): number | undefined {
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/** The first scrape in which the agent's counter `name` has reached `atLeast`. */
+function scrapeOnce(run: Run, name: string, atLeast: number): Promise<string> {
+  return eventually(async () => {
+    const text = await metrics(run);
+    return (valueOf(text, name) ?? 0) >= atLeast ? text : undefined;
+  }, WAIT_MS);
 }
 
 describe.skipIf(!root || !tools)('watch --netns all with the capabilities of deploy/ (root; setpriv, unshare)', () => {
@@ -91,9 +118,9 @@ describe.skipIf(!root || !tools)('watch --netns all with the capabilities of dep
     target = spawn('unshare', ['-n', 'sh', '-c', `ip link set lo up && exec setpriv --reuid=${TARGET_UID} --regid=${TARGET_UID} --clear-groups ${PYTHON} -c "$0"`, py], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    await waitForLine(target, /^ready$/);
+    await waitForLine(target, /^ready$/, WAIT_MS);
     netns = `inode:${/\[(\d+)\]/.exec(readlinkSync(`/proc/${target.pid!}/ns/net`))![1]!}`;
-  }, 30_000);
+  }, TEST_MS);
 
   afterAll(async () => {
     await Promise.all([...runs].map((c) => stopChild(c)));
@@ -120,20 +147,21 @@ describe.skipIf(!root || !tools)('watch --netns all with the capabilities of dep
         const run = await agent(uid, caps);
         expect(run.port, run.stderr()).toBeDefined();
         // Owners are looked up in the background: the series may come first without them.
-        const line = await eventually(async () => ownedBy(await metrics(run)).find((l) => l.endsWith(' 1001') && l.includes('comm="python3"')), 15_000);
+        const line = await eventually(async () => ownedBy(await metrics(run)).find((l) => l.endsWith(' 1001') && l.includes('comm="python3"')), WAIT_MS);
         expect(line).toMatch(/pid="\d+"/);
         await stopChild(run.child);
-      });
+      }, TEST_MS);
 
       it('without SYS_ADMIN it does not start (setns)', async () => {
         const run = await agent(
           uid,
           caps.filter((c) => c !== 'sys_admin'),
         );
-        const code = await new Promise<number | null>((resolve) => (run.child.exitCode !== null ? resolve(run.child.exitCode) : run.child.once('exit', resolve)));
+        // 'close', not 'exit': the sentence is read to its end.
+        const code = await run.closed;
         expect(code).not.toBe(0);
         expect(run.stderr()).toMatch(/setns needs CAP_SYS_ADMIN/);
-      });
+      }, TEST_MS);
 
       it('without SYS_PTRACE the namespace of another user\'s process is not found', async () => {
         const run = await agent(
@@ -141,13 +169,13 @@ describe.skipIf(!root || !tools)('watch --netns all with the capabilities of dep
           caps.filter((c) => c !== 'sys_ptrace'),
         );
         expect(run.port, run.stderr()).toBeDefined();
-        // Polls every 250 ms: by 2 s it has looked many times.
-        await new Promise((r) => setTimeout(r, 2000));
-        const text = await metrics(run);
+        // Namespaces are found again before every poll, and the target's
+        // existed before the agent started: two polls have looked twice.
+        const text = await scrapeOnce(run, 'tcp_chrono_agent_polls_total', 2);
         expect(text).toMatch(/^tcp_chrono_agent_namespaces [1-9]/m);
         expect(text).not.toContain(`netns="${netns}"`);
         await stopChild(run.child);
-      });
+      }, TEST_MS);
 
       it('without DAC_READ_SEARCH the connection is counted but has no owner', async () => {
         const run = await agent(
@@ -155,14 +183,16 @@ describe.skipIf(!root || !tools)('watch --netns all with the capabilities of dep
           caps.filter((c) => c !== 'dac_read_search'),
         );
         expect(run.port, run.stderr()).toBeDefined();
-        await eventually(async () => ownedBy(await metrics(run)).find((l) => l.endsWith(' 1001')), 15_000);
-        // Given the time the full set needs to name the owner, and more.
-        await new Promise((r) => setTimeout(r, 2000));
+        await eventually(async () => ownedBy(await metrics(run)).find((l) => l.endsWith(' 1001')), WAIT_MS);
+        // The connection existed at the first poll, so the first owner scan
+        // (started right after it) looked for it: once a scan has finished,
+        // an owner it could find is on the series of the next scrape.
+        await scrapeOnce(run, 'tcp_chrono_agent_owner_scans_total', 1);
         const lines = ownedBy(await metrics(run));
         expect(lines.length).toBeGreaterThan(0);
         for (const l of lines) expect(l).toContain('pid="",comm=""');
         await stopChild(run.child);
-      });
+      }, TEST_MS);
     });
   }
 });
