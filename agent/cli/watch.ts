@@ -18,7 +18,7 @@ import { createApp } from '../export/http.js';
 import type { Command } from './command.js';
 import { applyRedaction, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
 import { describeRedaction } from '../export/redact.js';
-import { formatHelp, parseChoice, parseFlags, parseIntIn, type FlagSpec } from './flags.js';
+import { formatHelp, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
 import { LOG_FORMAT_FLAG, configureLog, log, logOnce } from './log.js';
 import { privileges } from './privileges.js';
 import { serveMode } from './runtime.js';
@@ -61,6 +61,17 @@ export const FLAGS = {
       "Default: this process's namespace only, without a netns label.",
     parse: parseNetnsChoice,
   } satisfies FlagSpec<string>,
+  netnsLabels: {
+    name: 'netns-labels',
+    arg: 'LABEL',
+    multiple: true,
+    help:
+      'With --netns, labels for what runs in the namespaces, read from cgroup paths (kubelet,\n' +
+      'containerd, CRI-O, Docker, podman): pod_uid, the Kubernetes pod whose namespace it is (on\n' +
+      "every series of the namespace; empty outside pods); container_id, the container of the process\n" +
+      "that owns the connection (per-connection series; needs --owners on). Default: none.",
+    parse: parseChoice(['pod_uid', 'container_id'] as const),
+  } satisfies FlagSpec<'pod_uid' | 'container_id'>,
   state: {
     name: 'state',
     arg: 'STATE',
@@ -110,12 +121,16 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     process.stdout.write(formatHelp('watch', SUMMARY, FLAGS));
     return 0;
   }
+  if (o.netnsLabels.length > 0 && o.netns.length === 0) throw new UsageError('--netns-labels labels the namespaces of --netns: give --netns all (or the namespaces) too');
+  const podLabel = o.netnsLabels.includes('pod_uid');
+  const containerLabel = o.netnsLabels.includes('container_id');
+  if (containerLabel && o.owners === 'off') throw new UsageError('--netns-labels container_id is read from the owner process of each connection: drop --owners off');
   configureLog({ format: o.logFormat });
   const security = serveSecurity(o, 'watch');
   applyRedaction(o);
   const intervalMs = o.interval * 1000;
   const source = new DiagSource({ ports: o.port.length > 0 ? o.port : allPortsBut(o.listen.port), remoteCidrs: o.remoteCidr, states: o.state });
-  const owners = o.owners === 'on' ? new OwnerResolver() : undefined;
+  const owners = o.owners === 'on' ? new OwnerResolver({ containers: containerLabel }) : undefined;
   const table = new ConnectionTable({
     closeGraceMs: 0,
     portsChosen: o.port.length > 0,
@@ -131,7 +146,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   // Another namespace's services may use the agent's own --listen port.
   const namespaces =
     o.netns.length > 0
-      ? watchNamespaces(o.netns, table, poller, source, o.port.length > 0 ? source : new DiagSource({ ports: [], remoteCidrs: o.remoteCidr, states: o.state }), o.destroyFeed)
+      ? watchNamespaces(o.netns, table, poller, source, o.port.length > 0 ? source : new DiagSource({ ports: [], remoteCidrs: o.remoteCidr, states: o.state }), o.destroyFeed, podLabel)
       : undefined;
 
   // Destroy feed first, so a connection closing during the first poll is not missed.
@@ -178,7 +193,11 @@ async function runWatch(argv: readonly string[]): Promise<number> {
       ownerScans: owners?.stats.scans ?? 0,
       ...(namespaces !== undefined && { namespaces: namespaces.set.size }),
     }),
-    { maxConnections: o.maxConnections, info: { version: version(), kernel: release(), destroyFeed: feedState } },
+    {
+      maxConnections: o.maxConnections,
+      info: { version: version(), kernel: release(), destroyFeed: feedState },
+      ...(namespaces !== undefined && (podLabel || containerLabel) && { netnsLabels: { ...(podLabel && { podOf: namespaces.podOf }), containers: containerLabel } }),
+    },
   );
 
   let firstSample: TcpChrono | undefined;
@@ -288,7 +307,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     startMessage: 'watching',
     startFields: () => ({
       netns: netnsId(),
-      ...(namespaces !== undefined && { watchNetns: o.netns, namespaces: namespaces.set.size }),
+      ...(namespaces !== undefined && { watchNetns: o.netns, namespaces: namespaces.set.size, netnsLabels: o.netnsLabels }),
       interval: o.interval,
       ports: o.port.length > 0 ? o.port.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)) : o.listen.port > 0 ? `all but ${o.listen.port}` : 'all',
       remoteCidrs: o.remoteCidr.length > 0 ? o.remoteCidr : 'all',
@@ -330,6 +349,11 @@ interface NamespaceData {
   feed: DestroyFeed | undefined;
 }
 
+/** The pod_uid label of a scope's series: its namespace's pod (NetnsSet with pods), '' while unknown. */
+function podLabelOf(namespaceOf: WeakMap<NetnsScope, WatchedNamespace>): (scope: NetnsScope) => string {
+  return (scope) => namespaceOf.get(scope)?.pod ?? '';
+}
+
 /**
  * watch --netns: the namespaces (agent/sources/netns.ts), each a scope of
  * the table (its connections keyed apart, its aggregates labelled) with its
@@ -345,13 +369,17 @@ function watchNamespaces(
   ownSource: DiagSource,
   otherSource: DiagSource,
   feedMode: 'auto' | 'on' | 'off',
+  pods = false,
 ) {
   const feedless = new Set<NamespaceData>();
+  // A namespace gone keeps its pod on the aggregates it leaves for scopeRetentionMs.
+  const namespaceOf = new WeakMap<NetnsScope, WatchedNamespace>();
   // Counts of the feeds of namespaces gone (self metrics are counters).
   const gone = { sockets: 0, parseErrors: 0, overruns: 0 };
   const set = new NetnsSet<NamespaceData>(choices, {
     added: (ns: WatchedNamespace): NamespaceData => {
       const scope = table.addScope(ns.label);
+      namespaceOf.set(scope, ns);
       const source = ns.own ? ownSource : otherSource;
       const data: NamespaceData = { scope, source, feed: undefined };
       if (feedMode !== 'off') {
@@ -384,7 +412,7 @@ function watchNamespaces(
       table.removeScope(data.scope, Date.now());
     },
     relabel: (_ns, data, label) => table.relabelScope(data.scope, label),
-  });
+  }, undefined, undefined, { pods });
 
   const refresh = (first: boolean): void => {
     const r = set.refresh();
@@ -408,6 +436,7 @@ function watchNamespaces(
   return {
     set,
     feedsFailed: (): number => feedless.size,
+    podOf: podLabelOf(namespaceOf),
     feedCounts: (): { sockets: number; parseErrors: number; overruns: number } => {
       const c = { ...gone };
       for (const { data } of set.entries()) {

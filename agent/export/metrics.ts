@@ -7,7 +7,7 @@
 // final figures), then its series are gone.
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
-import type { Aggregate, Connection, ConnectionTable } from '../model/connections.js';
+import type { Aggregate, Connection, ConnectionTable, NetnsScope } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
 import { rankTopSync } from '../model/rank.js';
 import { redactEndpoint } from './redact.js';
@@ -35,6 +35,12 @@ export interface SelfSnapshot {
 export interface MetricsOptions {
   maxConnections: number;
   info: { version: string; kernel: string; destroyFeed: string };
+  /**
+   * Labels beyond `netns` (watch --netns-labels): `pod_uid`, the pod of a
+   * namespace (every series of a namespace, from podOf); `container_id`, the
+   * container of a connection's owner process (per-connection series).
+   */
+  netnsLabels?: { podOf?: (scope: NetnsScope) => string; containers?: boolean };
 }
 
 /** Chronographs are whole microseconds: round away float summing noise. */
@@ -71,8 +77,8 @@ class SnapshotMetric<L extends Record<string, string>> {
   }
 }
 
-/** Aggregate labels: `netns` only with watch --netns. */
-type PortLabels = { netns?: string; port: string };
+/** Aggregate labels: `netns` only with watch --netns, `pod_uid` only with --netns-labels pod_uid. */
+type PortLabels = { netns?: string; pod_uid?: string; port: string };
 
 /** Text-format escaping (exposition format 0.0.4). */
 const escapeLabel = (v: string): string => (/[\\\n"]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"') : v);
@@ -258,13 +264,17 @@ export class WatchMetrics {
     let dropped = this.lastDropped;
     const chosen: { c: Connection; labels: string }[] = [];
     const seen = new Set<string>();
+    const podOf = this.opts.netnsLabels?.podOf;
+    const containers = this.opts.netnsLabels?.containers === true;
     for (let i = 0; i < exported.length; i++) {
       if ((i & 255) === 255) await slice.maybeYield();
       const c = exported[i]!;
       if (c.owner === undefined) this.owners?.request(c); // found by a later scan, best effort
       const pid = c.owner !== undefined ? String(c.owner.pid) : '';
-      const netns = c.agg.scope !== undefined ? `netns="${escapeLabel(c.agg.scope.label)}",` : '';
-      const labels = `${netns}port="${c.localPort}",remote="${escapeLabel(redactEndpoint(c.remote))}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"`;
+      const sc = c.agg.scope;
+      const netns = sc !== undefined ? `netns="${escapeLabel(sc.label)}",${podOf !== undefined ? `pod_uid="${escapeLabel(podOf(sc))}",` : ''}` : '';
+      const container = containers ? `,container_id="${escapeLabel(c.owner?.containerId ?? '')}"` : '';
+      const labels = `${netns}port="${c.localPort}",remote="${escapeLabel(redactEndpoint(c.remote))}",pid="${pid}",comm="${escapeLabel(c.owner?.comm ?? '')}"${container}`;
       // Two sockets with one label set (same peer on two local addresses, or
       // a peer port reused right after a close) would add up: keep the first.
       if (seen.has(labels)) {
@@ -282,7 +292,9 @@ export class WatchMetrics {
   private update(): void {
     const { agg, self } = this;
     for (const m of [agg.busy, agg.rwnd, agg.sndbuf, agg.sndbufBound, agg.acked, agg.retrans, agg.closed, agg.open]) m.reset();
-    const labelsOf = (a: Aggregate): PortLabels => (a.scope !== undefined ? { netns: a.scope.label, port: a.port } : { port: a.port });
+    const podOf = this.opts.netnsLabels?.podOf;
+    const labelsOf = (a: Aggregate): PortLabels =>
+      a.scope === undefined ? { port: a.port } : podOf !== undefined ? { netns: a.scope.label, pod_uid: podOf(a.scope), port: a.port } : { netns: a.scope.label, port: a.port };
     for (const a of this.table.aggregates.values()) {
       const l = labelsOf(a);
       agg.busy.add(l, us(a.busy));

@@ -7,10 +7,13 @@
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { parseProcCgroup } from './cgroup_path.js';
 
 export interface Owner {
   pid: number;
   comm: string;
+  /** The container the process runs in, from its cgroup path (only with OwnerOptions.containers; '' for none). */
+  containerId?: string;
 }
 
 /** What the resolver needs of a connection. */
@@ -31,6 +34,8 @@ export interface OwnerOptions {
   minRescanMs?: number;
   /** readlink calls in flight. */
   concurrency?: number;
+  /** Also read each owner's /proc/PID/cgroup for its container ID (watch --netns-labels container_id). */
+  containers?: boolean;
 }
 
 export class OwnerResolver {
@@ -41,11 +46,13 @@ export class OwnerResolver {
   private readonly procRoot: string;
   private readonly minRescanMs: number;
   private readonly concurrency: number;
+  private readonly containers: boolean;
 
   constructor(opts: OwnerOptions = {}) {
     this.procRoot = opts.procRoot ?? '/proc';
     this.minRescanMs = opts.minRescanMs ?? 5_000;
     this.concurrency = opts.concurrency ?? 32;
+    this.containers = opts.containers ?? false;
   }
 
   /** Queues a connection whose owner is unknown (no-op if known or fileless). */
@@ -114,6 +121,13 @@ export class OwnerResolver {
         // exited meanwhile: the pid is still the best answer
       }
       const owner: Owner = { pid: Number(pid), comm };
+      if (this.containers) {
+        try {
+          owner.containerId = parseProcCgroup(await readFile(join(this.procRoot, pid, 'cgroup'), 'utf8')).containerId ?? '';
+        } catch {
+          owner.containerId = ''; // exited meanwhile
+        }
+      }
       for (const c of found) c.owner ??= owner;
     }
     this.stats.scans++;

@@ -4,8 +4,9 @@
 // namespace (setns, CAP_SYS_ADMIN) and ends; no other thread ever changes
 // namespace. This process's own namespace needs neither: it is dumped through
 // the process's usual socket.
-import { closeSync, fstatSync, openSync, readSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { isSystemError } from '../native.js';
+import { parseProcCgroup } from '../model/cgroup_path.js';
 import { AF_INET, AF_INET6 } from '../parse/inet_diag.js';
 import { diagBinding, type DiagBinding } from './diag.js';
 
@@ -31,6 +32,8 @@ export interface FoundNamespace {
   label: string;
   /** A file to open it by. */
   path: string;
+  /** The lowest-numbered process in it, where one was seen (`all`, a /proc/PID/ns/net path, or withPids). */
+  pid?: number;
 }
 
 export interface Discovery {
@@ -41,36 +44,49 @@ export interface Discovery {
 
 const NET_LINK = /^net:\[(\d+)\]$/;
 
+const PID_NS = /\/(\d+)\/ns\/net$/;
+
 /**
  * The namespaces `choices` name now, by inode: `all` is every namespace of
  * a process (/proc/PID/ns/net; threads are not looked at) and every one
- * bind-mounted under /run/netns; a path is the namespace it names.
+ * bind-mounted under /run/netns; a path is the namespace it names. Each
+ * carries its lowest-numbered process where the listing saw one; withPids
+ * lists the processes for that even without `all`.
  */
-export function discoverNamespaces(choices: readonly string[], paths: NetnsPaths = NETNS_PATHS): Discovery {
+export function discoverNamespaces(choices: readonly string[], paths: NetnsPaths = NETNS_PATHS, withPids = false): Discovery {
   const found = new Map<number, FoundNamespace>();
   const missing: Discovery['missing'] = [];
   const nsfs = statSync(`${paths.proc}/self/ns/net`).dev;
   const names = namedNamespaces(paths.runNetns, nsfs);
-  const add = (inode: number, path: string): void => {
-    if (found.has(inode)) return;
+  const add = (inode: number, path: string, pid?: number): void => {
+    const had = found.get(inode);
+    if (had !== undefined) {
+      if (pid !== undefined && (had.pid === undefined || pid < had.pid)) had.pid = pid;
+      return;
+    }
     const name = names.get(inode);
-    found.set(inode, { inode, label: name ?? `inode:${inode}`, path: name !== undefined ? `${paths.runNetns}/${name}` : path });
+    found.set(inode, { inode, label: name ?? `inode:${inode}`, path: name !== undefined ? `${paths.runNetns}/${name}` : path, ...(pid !== undefined && { pid }) });
   };
+  /** Every process's namespace: each to `each` (inode, its ns file, pid). */
+  const processes = (each: (inode: number, path: string, pid: number) => void): void => {
+    for (const pid of listDir(paths.proc)) {
+      if (!/^\d+$/.test(pid)) continue;
+      const path = `${paths.proc}/${pid}/ns/net`;
+      let link: string;
+      try {
+        link = readlinkSync(path);
+      } catch {
+        continue; // exited meanwhile, or not ours to look at
+      }
+      const m = NET_LINK.exec(link);
+      if (m !== null) each(Number(m[1]), path, Number(pid));
+    }
+  };
+  const all = choices.includes('all');
   for (const choice of choices) {
     if (choice === 'all') {
       for (const [inode, name] of names) add(inode, `${paths.runNetns}/${name}`);
-      for (const pid of listDir(paths.proc)) {
-        if (!/^\d+$/.test(pid)) continue;
-        const path = `${paths.proc}/${pid}/ns/net`;
-        let link: string;
-        try {
-          link = readlinkSync(path);
-        } catch {
-          continue; // exited meanwhile, or not ours to look at
-        }
-        const m = NET_LINK.exec(link);
-        if (m !== null) add(Number(m[1]), path);
-      }
+      processes(add);
       continue;
     }
     try {
@@ -79,10 +95,17 @@ export function discoverNamespaces(choices: readonly string[], paths: NetnsPaths
         missing.push({ path: choice, reason: 'not a namespace file (expected /run/netns/NAME or /proc/PID/ns/net)' });
         continue;
       }
-      add(st.ino, choice);
+      const pid = PID_NS.exec(choice);
+      add(st.ino, choice, pid !== null && choice.startsWith(`${paths.proc}/`) ? Number(pid[1]) : undefined);
     } catch (e) {
       missing.push({ path: choice, reason: isSystemError(e) && e.code === 'ENOENT' ? 'no such file' : e instanceof Error ? e.message : String(e) });
     }
+  }
+  if (withPids && !all && found.size > 0) {
+    processes((inode, _path, pid) => {
+      const f = found.get(inode);
+      if (f !== undefined && (f.pid === undefined || pid < f.pid)) f.pid = pid;
+    });
   }
   return { found, missing };
 }
@@ -126,7 +149,29 @@ export interface WatchedNamespace {
    * namespace's own) is not dumped.
    */
   readonly sockstat: readonly [number, number];
+  /** Its lowest-numbered process at the last discovery (NetnsOptions.pods only). */
+  pid?: number;
+  /**
+   * The Kubernetes pod whose namespace it is (NetnsOptions.pods): the pod
+   * UID in the cgroup path of its lowest-numbered process. Undefined until
+   * a process is seen in it; '' while that process is in no pod (the host's
+   * namespace: pid 1), looked for again at the next discoveries
+   * (POD_LOOKUPS in all); once found, it stays.
+   */
+  pod?: string;
 }
+
+export interface NetnsOptions {
+  /** Find each namespace's pod (WatchedNamespace.pod). */
+  pods?: boolean;
+}
+
+/**
+ * Discoveries in which a namespace's pod is looked for, while its process
+ * is in none: a process entering a pod's namespace may be in it a moment
+ * before the runtime moves it into the pod's cgroup.
+ */
+export const POD_LOOKUPS = 5;
 
 /** What goes with each namespace (its table scope, its destroy feed), made and undone by the caller. */
 export interface NetnsHooks<T> {
@@ -173,12 +218,15 @@ export class NetnsSet<T> {
   /** Inodes that could not be entered: not retried while they exist. */
   private readonly refused = new Map<number, string>();
   private readonly ownInode: number;
+  /** Pod lookups done per namespace (NetnsOptions.pods), while its pod is unknown. */
+  private readonly podLookups = new WeakMap<WatchedNamespace, number>();
 
   constructor(
     readonly choices: readonly string[],
     private readonly hooks: NetnsHooks<T>,
     private readonly binding: DiagBinding = diagBinding(),
     private readonly paths: NetnsPaths = NETNS_PATHS,
+    private readonly options: NetnsOptions = {},
   ) {
     this.ownInode = statSync(`${paths.proc}/self/ns/net`).ino;
   }
@@ -193,7 +241,8 @@ export class NetnsSet<T> {
 
   /** Discovers the namespaces now and opens or closes what changed. Never throws for one namespace. */
   refresh(): RefreshResult & { missing: Discovery['missing'] } {
-    const { found, missing } = discoverNamespaces(this.choices, this.paths);
+    const pods = this.options.pods === true;
+    const { found, missing } = discoverNamespaces(this.choices, this.paths, pods);
     const result: RefreshResult & { missing: Discovery['missing'] } = { added: [], removed: [], refused: [], missing };
     // Gone first: a namespace of the same name made since takes its label over.
     for (const [inode, w] of this.watched) {
@@ -216,7 +265,28 @@ export class NetnsSet<T> {
         result.refused.push({ label: f.label, ...err });
       }
     }
+    if (pods) {
+      for (const { ns } of this.watched.values()) {
+        ns.pid = found.get(ns.inode)?.pid;
+        if (ns.pod === undefined || ns.pod === '') this.lookUpPod(ns);
+      }
+    }
     return result;
+  }
+
+  /** ns.pod from its process's cgroup path: found, or '' after POD_LOOKUPS discoveries that found none. */
+  private lookUpPod(ns: WatchedNamespace): void {
+    if (ns.pid === undefined) return;
+    const done = this.podLookups.get(ns) ?? 0;
+    if (done >= POD_LOOKUPS) return;
+    this.podLookups.set(ns, done + 1);
+    let uid: string | undefined;
+    try {
+      uid = parseProcCgroup(readFileSync(`${this.paths.proc}/${ns.pid}/cgroup`, 'latin1')).podUid;
+    } catch {
+      // exited meanwhile: the next discovery has another process, or none
+    }
+    ns.pod = uid ?? '';
   }
 
   /** A dump through ns.dumpFd failed: that socket is closed, and a new one made inside before its next dump. */

@@ -22,6 +22,8 @@ import { Service } from 'kubernetes-models/v1/Service';
 import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { CLI } from '../helpers/cli.js';
+import { parseFlags } from '../../agent/cli/flags.js';
+import { FLAGS as WATCH_FLAGS } from '../../agent/cli/watch.js';
 import {
   DAEMONSET,
   DAEMONSET_PODMONITOR,
@@ -207,6 +209,10 @@ describe('deploy/daemonset.yaml: one agent per node (watch --netns all)', () => 
     expect(sc.seccompProfile).toEqual({ type: 'RuntimeDefault' });
     // Owners on need DAC_READ_SEARCH; the manifest says so explicitly.
     expect(envOf(agent).TCP_CHRONOGRAPH_OWNERS).toBe('on');
+    // Its variables are values watch takes (as root: watch does not refuse it), pod and container labels included.
+    const { values } = parseFlags('watch', WATCH_FLAGS, [], envOf(agent), 0);
+    expect(values.netns).toEqual(['all']);
+    expect(values.netnsLabels).toEqual(['pod_uid', 'container_id']);
   });
 
   it('the trace container: exactly BPF, NET_ADMIN and PERFMON, the node cgroup tree read-only, its own port', () => {
