@@ -226,7 +226,7 @@ async function runTrace(argv: readonly string[]): Promise<number> {
   let counters = c();
   registerTraceMetrics(
     out.registry,
-    { connections: () => lastScan, counters: () => counters, chunker: () => chunker.counters, callbackErrors: () => callbackErrors, eventsDropped: () => out.events.dropped },
+    { connections: () => lastScan, counters: () => (source.open ? c() : counters), chunker: () => chunker.counters, callbackErrors: () => callbackErrors, eventsDropped: () => out.events.dropped },
     { version: version(), cgroup, chunks: o.chunks.kind === 'idle' ? `idle=${o.chunks.seconds}s` : o.chunks.kind, sample: String(o.sample) },
   );
 

@@ -1,11 +1,16 @@
-// A/B benchmark of `trace` on Debian's nginx (sendfile, keep-alive, one worker
-// pinned to CPU 0): nginx listens on two ports, the agent follows one
-// (--port A); curl readers (CPU 1) alternate between the ports in short
-// phases, so machine drift hits both sides alike. Side B's connections meet
-// the program once (at establishment: the port filter returns early), which
-// is what an unwatched connection costs. Reported: medians of the per-phase
-// ratios (throughput, nginx CPU per GB), and the agent's own CPU per GB.
-// Usage (root, Linux 6.15+): npm run build && node bench/trace/ab.mjs [phases=24] [segments=30] [readers=2] [trace flags…]
+// A/B benchmark of `trace`: the server listens on two ports (nginx: one
+// worker, two `listen`s; node: two processes of bench/instrument/server.mjs),
+// pinned to CPU 0, and the agent follows port A only; curl readers (CPU 1)
+// alternate between the ports in short phases, so machine drift hits both
+// sides alike. Side B's connections meet the program once (at establishment:
+// the port filter returns early), which is what an unwatched connection
+// costs. Reported: medians of the per-phase ratios (throughput, server CPU
+// per GB), the agent's own CPU per GB and its records per second.
+// With --after-kill N, the agent is then SIGKILLed and N more phase pairs run:
+// the A/B ratios should be back to 1 (no program left: the server pays
+// nothing), and side B's CPU per GB compared with before the kill.
+// Usage (root, Linux 6.15+): npm run build &&
+//   node bench/trace/ab.mjs [phases=24] [segments=30] [readers=2] [--server nginx|node] [--after-kill N] [trace flags…]
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, readdirSync } from 'node:fs';
@@ -13,58 +18,117 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-const phases = Number(process.argv[2] ?? 24);
-const segments = Number(process.argv[3] ?? 30);
-const readers = Number(process.argv[4] ?? 2);
-const traceFlags = process.argv.slice(5);
+const args = process.argv.slice(2);
+const positional = [];
+while (args.length > 0 && /^\d+$/.test(args[0]) && positional.length < 3) positional.push(Number(args.shift()));
+const [phases = 24, segments = 30, readers = 2] = positional;
+const option = (name, fallback) => {
+  const i = args.indexOf(name);
+  if (i < 0) return fallback;
+  const [, value] = args.splice(i, 2);
+  return value;
+};
+const server = option('--server', 'nginx');
+const afterKill = Number(option('--after-kill', '0'));
+const traceFlags = args;
+if (server !== 'nginx' && server !== 'node') throw new Error('--server: nginx or node');
 const SEGMENT = 4 * 1024 * 1024;
-const CLI = new URL('../../dist/agent/cli/main.js', import.meta.url).pathname;
+const ROOT = new URL('../../', import.meta.url).pathname;
+const CLI = join(ROOT, 'dist/agent/cli/main.js');
 const TICK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
 
 const dir = mkdtempSync(join(tmpdir(), 'tcpchrono-bench-trace-'));
 chmodSync(dir, 0o755);
-writeFileSync(join(dir, 'seg.ts'), Buffer.alloc(SEGMENT, 7), { mode: 0o644 });
-const [A, B] = [18470, 18471];
-writeFileSync(
-  join(dir, 'nginx.conf'),
-  `worker_processes 1; worker_cpu_affinity 01; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+const children = [];
+const groups = [];
+const cleanup = () => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const g of groups) {
+    try {
+      process.kill(-g, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(1));
+
+const ppidOf = (p) => Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
+
+/** { ports: [A, B], pids: [server process of A, of B] } */
+async function startServers() {
+  if (server === 'nginx') {
+    writeFileSync(join(dir, 'seg.ts'), Buffer.alloc(SEGMENT, 7), { mode: 0o644 });
+    const [A, B] = [18470, 18471];
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      `worker_processes 1; worker_cpu_affinity 01; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
 events {}
 http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   client_body_temp_path ${dir}/t1; proxy_temp_path ${dir}/t2; fastcgi_temp_path ${dir}/t3; uwsgi_temp_path ${dir}/t4; scgi_temp_path ${dir}/t5;
   server { listen 127.0.0.1:${A}; listen 127.0.0.1:${B}; root ${dir}; } }
 `,
-);
-const nginx = spawn('/usr/sbin/nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'inherit' });
+    );
+    const nginx = spawn('/usr/sbin/nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'inherit', detached: true });
+    children.push(nginx);
+    groups.push(nginx.pid); // its worker outlives a killed master
+    await new Promise((r) => setTimeout(r, 500));
+    // Our nginx's worker: its parent is the master we started (other nginx instances may run).
+    const worker = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .find((p) => {
+        try {
+          return ppidOf(p) === nginx.pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('nginx: worker');
+        } catch {
+          return false;
+        }
+      });
+    if (worker === undefined) throw new Error('no nginx worker found');
+    return { ports: [A, B], pids: [worker, worker] };
+  }
+  // The uninstrumented Node segment server (64 KiB writes), one process per port.
+  const ports = [];
+  const pids = [];
+  for (let i = 0; i < 2; i++) {
+    const p = spawn('taskset', ['-c', '0', process.execPath, join(ROOT, 'bench/instrument/server.mjs'), 'none', String(64 * 1024), String(SEGMENT)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(p);
+    const [line] = await once(createInterface({ input: p.stdout }), 'line');
+    ports.push(Number(line));
+    pids.push(p.pid); // taskset execs node: the same pid
+  }
+  return { ports, pids };
+}
+
+const { ports: [A, B], pids: [pidA, pidB] } = await startServers();
 const agent = spawn(process.execPath, [CLI, 'trace', '--port', String(A), '--listen', '127.0.0.1:0', '--log-format', 'json', ...traceFlags], { stdio: ['ignore', 'pipe', 'inherit'] });
-const cleanup = () => {
-  agent.kill('SIGTERM');
-  nginx.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
-};
-process.on('exit', cleanup);
-for await (const l of createInterface({ input: agent.stdout })) if (l.includes('"msg":"tracing"')) break;
+children.push(agent);
+let url;
+// The agent's log lines keep being read (a pipe nobody reads would block it).
+const agentLines = createInterface({ input: agent.stdout });
+url = await new Promise((resolve) =>
+  agentLines.on('line', (l) => {
+    if (l.includes('"msg":"tracing"')) resolve(JSON.parse(l).listen);
+  }),
+);
 await new Promise((r) => setTimeout(r, 500));
-// Our nginx's worker: its parent is the master we started (other nginx
-// instances may run on the machine).
-const worker = readdirSync('/proc')
-  .filter((p) => /^\d+$/.test(p))
-  .find((p) => {
-    try {
-      const ppid = Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
-      return ppid === nginx.pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('nginx: worker');
-    } catch {
-      return false;
-    }
-  });
-if (worker === undefined) throw new Error('no nginx worker found');
+
 const cpu = (pid) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / TICK;
 };
+let agentAlive = true;
+const records = async () => {
+  if (!agentAlive) return 0;
+  const m = /^tcp_chrono_trace_records_total (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text());
+  return m === null ? 0 : Number(m[1]);
+};
 
 async function phase(port) {
-  const n0 = cpu(worker);
-  const a0 = cpu(agent.pid);
+  const pid = port === A ? pidA : pidB;
+  const n0 = cpu(pid);
+  const a0 = agentAlive ? cpu(agent.pid) : 0;
   const t0 = performance.now();
   const procs = Array.from({ length: readers }, () =>
     spawn('taskset', ['-c', '1', 'curl', '-s', '--fail', '-o', '/dev/null', `http://127.0.0.1:${port}/seg.ts?[1-${segments}]`], { stdio: ['ignore', 'ignore', 'inherit'] }),
@@ -73,26 +137,51 @@ async function phase(port) {
   if (codes.some((c) => c !== 0)) throw new Error(`a reader failed: ${codes}`);
   const seconds = (performance.now() - t0) / 1000;
   const gb = (readers * segments * SEGMENT) / 1e9;
-  return { gbps: (gb * 8) / seconds, cpuPerGB: (cpu(worker) - n0) / gb, agentPerGB: (cpu(agent.pid) - a0) / gb };
+  return {
+    gbps: (gb * 8) / seconds,
+    cpuPerGB: (cpu(pid) - n0) / gb,
+    agentPerGB: agentAlive ? (cpu(agent.pid) - a0) / gb : 0,
+    seconds,
+  };
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const ratios = { gbps: [], cpu: [] };
-const agentCpu = [];
-let base;
-for (let i = 0; i < phases; i++) {
-  const [first, second] = i % 2 === 0 ? [A, B] : [B, A];
-  const r1 = await phase(first);
-  const r2 = await phase(second);
-  const [traced, plain] = first === A ? [r1, r2] : [r2, r1];
-  ratios.gbps.push(traced.gbps / plain.gbps);
-  ratios.cpu.push(traced.cpuPerGB / plain.cpuPerGB);
-  agentCpu.push(traced.agentPerGB);
-  base = plain;
+async function run(n) {
+  const out = { gbps: [], cpu: [], agent: [], recordsPerSecond: 0, plainCpu: [], plain: undefined };
+  const r0 = await records();
+  let tracedSeconds = 0;
+  for (let i = 0; i < n; i++) {
+    const [first, second] = i % 2 === 0 ? [A, B] : [B, A];
+    const r1 = await phase(first);
+    const r2 = await phase(second);
+    const [traced, plain] = first === A ? [r1, r2] : [r2, r1];
+    out.gbps.push(traced.gbps / plain.gbps);
+    out.cpu.push(traced.cpuPerGB / plain.cpuPerGB);
+    out.agent.push(traced.agentPerGB);
+    tracedSeconds += traced.seconds;
+    out.plainCpu.push(plain.cpuPerGB);
+    out.plain = plain;
+  }
+  // The agent's counters over the traced phases (side B gives it nothing to record).
+  out.recordsPerSecond = ((await records()) - r0) / tracedSeconds;
+  return out;
 }
+
+const what = `trace on ${server === 'nginx' ? 'nginx (sendfile' : 'the Node segment server (64 KiB writes'}, 4 MiB segments, ${readers} curl readers, ${phases} phase pairs${traceFlags.length > 0 ? `, ${traceFlags.join(' ')}` : ''})`;
+const on = await run(phases);
 console.log(
-  `trace on nginx (sendfile, 4 MiB segments, ${readers} curl readers, ${phases} phase pairs${traceFlags.length > 0 ? `, ${traceFlags.join(' ')}` : ''}): ` +
-    `throughput ${median(ratios.gbps).toFixed(2)}x   nginx CPU per GB ${median(ratios.cpu).toFixed(2)}x   agent ${median(agentCpu).toFixed(3)} s/GB   ` +
-    `(untraced: ${base.gbps.toFixed(1)} Gbit/s, nginx ${base.cpuPerGB.toFixed(3)} s/GB)`,
+  `${what}: throughput ${median(on.gbps).toFixed(2)}x   ${server} CPU per GB ${median(on.cpu).toFixed(2)}x   agent ${median(on.agent).toFixed(3)} s/GB   ` +
+    `records ${on.recordsPerSecond.toFixed(0)}/s   (untraced: ${on.plain.gbps.toFixed(1)} Gbit/s, ${server} ${on.plain.cpuPerGB.toFixed(3)} s/GB)`,
 );
+if (afterKill > 0) {
+  agent.kill('SIGKILL');
+  await once(agent, 'exit');
+  agentAlive = false;
+  const left = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })).filter((p) => String(p.name).startsWith('tcp_chrono_')).length;
+  const off = await run(afterKill);
+  console.log(
+    `after SIGKILL (${afterKill} phase pairs, tcp_chrono_ programs loaded by anyone: ${left}): A/B throughput ${median(off.gbps).toFixed(2)}x   ${server} CPU per GB ${median(off.cpu).toFixed(2)}x   ` +
+      `side B CPU per GB after/before the kill ${(median(off.plainCpu) / median(on.plainCpu)).toFixed(2)}x`,
+  );
+}
 process.exit(0);
