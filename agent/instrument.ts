@@ -1,13 +1,22 @@
 // instrument(socket): per-chunk delivery telemetry for a connected net.Socket
 // in this process, from the socket's own error queue.
 //
-// Two hooks on the socket. socket.write()/end() define the chunks (the bytes
-// the application wrote, and when). The handle's write methods are where Node
-// hands bytes to the kernel: Node keeps at most one write request in flight
-// per socket and libuv starts it at once, so flags switched just before a
-// hand-over apply to exactly that request's sendmsg calls. That is how records
-// (and their costly OPT_STATS) are requested only for the writes that end a
-// sampled chunk.
+// Two ways to find the chunks' bytes:
+//  - per write (the default): socket.write()/end() are hooked and define the
+//    chunks (the bytes the application wrote, and when); the handle's write
+//    methods are where Node hands bytes to the kernel: Node keeps at most one
+//    write request in flight per socket and libuv starts it at once, so flags
+//    switched just before a hand-over apply to exactly that request's sendmsg
+//    calls. That is how records (and their costly OPT_STATS) are requested
+//    only for the writes that end a sampled chunk.
+//  - units only (`unitsOnly`, what instrumentHttp uses): nothing of the socket
+//    is hooked. A unit's bytes are read from the socket's own count at its
+//    boundaries (socket.bytesWritten: what was handed to the socket; the
+//    handle's bytesWritten less its writeQueueSize: what reached the kernel,
+//    whose keys count the same bytes), and the record flags are on from
+//    finishing() (or unit()) until the kernel has the unit's last byte.
+// Either way the handle's close is watched (once per process, on the handle's
+// prototype) so that the queue is drained before the fd closes.
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { nowSeconds } from './clock.js';
@@ -37,6 +46,16 @@ export interface InstrumentOptions {
    * for those (one set per unit instead of one per write). Default false.
    */
   finalWritesOnly?: boolean;
+  /**
+   * Only units are chunks, and the probe touches no write: socket.write()
+   * and the socket's handle are left as they are, and each unit's bytes are
+   * read from the socket's byte count at unit(), finishing() and endUnit().
+   * Bytes written outside a unit belong to no chunk. A unit's writeTime is
+   * the time of unit(); its lastWriteTime that of finishing() (or endUnit()).
+   * The record flags are on from unit() (with finalWritesOnly: from
+   * finishing()) until the kernel has the unit's last byte. Default false.
+   */
+  unitsOnly?: boolean;
 }
 
 export interface ProbeStats {
@@ -99,6 +118,10 @@ const ENCODING_OF: Record<string, BufferEncoding> = {
 
 interface StreamHandle {
   fd?: number;
+  /** Bytes handed to the handle (libuv) so far. */
+  bytesWritten?: number;
+  /** Of those, bytes libuv has not yet written to the kernel. */
+  writeQueueSize?: number;
   close?: (...args: unknown[]) => unknown;
   [m: string]: unknown;
 }
@@ -140,22 +163,51 @@ function restore(target: Record<string, unknown>, saved: Map<string, unknown>): 
   saved.clear();
 }
 
-class SocketProbe extends EventEmitter implements Probe {
-  private readonly fd: number;
-  private readonly tracker: ChunkTracker;
-  private readonly idle: number;
-  private readonly full: number;
-  private flagsOn = false;
-  private handedOver = 0;
+// Before Node closes an instrumented socket's fd (handle.close(), or
+// handle.reset() for a reset): the probe drains the error queue (the final
+// ACKs are in there) and leaves the reader, so a new socket reusing the fd
+// number is not confused with this one. Hooked once per handle prototype
+// (TCP), not on each handle: Node's own objects keep their hidden classes.
+const beforeClose = new WeakMap<object, () => void>();
+const closeWatched = new WeakSet<object>();
+
+function watchClose(handle: StreamHandle, onClose: () => void): void {
+  const proto = Object.getPrototypeOf(handle) as Record<string, unknown> | null;
+  if (proto !== null && !closeWatched.has(proto)) {
+    closeWatched.add(proto);
+    for (const m of ['close', 'reset'] as const) {
+      const orig = proto[m];
+      if (typeof orig !== 'function') continue;
+      proto[m] = function (this: object, ...args: unknown[]): unknown {
+        const f = beforeClose.get(this);
+        if (f !== undefined) {
+          beforeClose.delete(this);
+          try {
+            f();
+          } catch {
+            /* never let instrumentation break a close */
+          }
+        }
+        return (orig as (...a: unknown[]) => unknown).apply(this, args);
+      };
+    }
+  }
+  beforeClose.set(handle, onClose);
+}
+
+/** What both ways of finding the chunks share: timestamping, the error queue, the stall timer, stats and close. */
+abstract class ProbeCore extends EventEmitter implements Probe {
+  protected readonly fd: number;
+  protected readonly tracker: ChunkTracker;
+  protected readonly idle: number;
+  protected readonly full: number;
+  protected flagsOn = false;
+  protected closed = false;
+  protected readonly finalWritesOnly: boolean;
   /** ackedUpTo() when the fd was about to close (see finish()). */
   private ackedAtClose = 0;
-  private desync = 0;
-  private closed = false;
   private sampleCounter = 0;
   private readonly sample: number;
-  private readonly finalWritesOnly: boolean;
-  private readonly saved = new Map<string, unknown>(); // handle methods we replaced
-  private readonly savedSocket = new Map<string, unknown>();
   private timer: NodeJS.Timeout | undefined;
   private last: TcpInfo | undefined;
   private lastSnap: ChronoSnapshot | undefined;
@@ -166,7 +218,7 @@ class SocketProbe extends EventEmitter implements Probe {
   };
 
   constructor(
-    private readonly socket: Socket,
+    protected readonly socket: Socket,
     opts: InstrumentOptions,
   ) {
     super();
@@ -200,29 +252,30 @@ class SocketProbe extends EventEmitter implements Probe {
       { chunk: (c) => this.deliver('chunk', c), stall: (c) => this.deliver('stall', c) },
     );
     try {
-      this.reg = errqueue.add(fd, (records) => this.tracker.onRecords(records, this.snapshotNow, this.queueWasFull(records.length)));
+      this.reg = errqueue.add(fd, (records) => {
+        this.beforeRecords();
+        this.tracker.onRecords(records, this.snapshotNow, this.queueWasFull(records.length));
+        this.afterRecords();
+      });
     } catch (e) {
       // Nobody would drain this socket's error queue: leave it as we found it.
       setFlags(fd, 0);
       throw e;
     }
-    this.hook(handle);
+    // Stays in place after close() for the late-record sink; released when the fd closes.
+    watchClose(handle, () => {
+      errqueue.remove(this.reg);
+      // The last look at the kernel's figures: was everything acknowledged?
+      this.ackedAtClose = this.ackedUpTo();
+    });
     socket.once('close', this.onSocketClose);
     const period = Math.min(1000, Math.max(20, stallAfterMs / 4));
-    this.timer = setInterval(() => this.tracker.checkStalls(nowSeconds(), this.snapshotNow, this.ackedUpTo), period).unref();
+    this.timer = setInterval(() => this.tick(), period).unref();
   }
 
-  unit(label?: string): void {
-    if (!this.closed) this.tracker.startUnit(label, this.pickSample());
-  }
-
-  finishing(): void {
-    this.tracker.finishing();
-  }
-
-  endUnit(): void {
-    this.tracker.endUnit();
-  }
+  abstract unit(label?: string): void;
+  abstract finishing(): void;
+  abstract endUnit(): void;
 
   stats(): ProbeStats {
     const t = this.closed ? this.last : this.readTcpInfo();
@@ -235,20 +288,20 @@ class SocketProbe extends EventEmitter implements Probe {
       ...(t?.bytesRetrans !== undefined && { bytesRetrans: t.bytesRetrans }),
       ...(t?.deliveryRate !== undefined && { deliveryRate: t.deliveryRate }),
       rtt: t?.rtt ?? 0,
-      bytesWritten: this.tracker.written,
+      bytesWritten: this.bytesWritten(),
       chunks: c.chunks,
       stalls: c.stalls,
       inexact: c.inexact,
       pending: this.tracker.pendingCount,
       lostRecords: c.lostRecords,
-      unaccountedWrites: this.desync,
+      unaccountedWrites: this.unaccounted(),
       ...(!this.closed && t !== undefined && { tcpInfo: t }),
     };
   }
 
   close(): void {
     if (this.closed) return;
-    this.tracker.endUnit();
+    this.closeUnit();
     // Off first, then drain: nothing new can queue behind the drain.
     try {
       setFlags(this.fd, 0);
@@ -258,13 +311,33 @@ class SocketProbe extends EventEmitter implements Probe {
     errqueue.remove(this.reg);
     this.closed = true;
     this.stopTimer();
-    restore(this.socket as unknown as Record<string, unknown>, this.savedSocket);
-    restore(handleOf(this.socket) ?? {}, this.saved);
+    this.unhook();
     // Writes flagged before close() may still be acked later: keep draining
     // their records, silently, so the host loop never spins on them. The
-    // handle.close hook and the 'close' listener release this at the end.
+    // close watch and the 'close' listener release this at the end.
     this.reg = errqueue.add(this.fd, () => undefined);
     this.emit('close');
+  }
+
+  /** Bytes handed to the kernel since instrumentation (the records' key space). */
+  protected abstract handedOver(): number;
+  /** Bytes handed to the socket since instrumentation. */
+  protected abstract bytesWritten(): number;
+  protected abstract unaccounted(): number;
+  /** close(): the open unit ends here. */
+  protected abstract closeUnit(): void;
+  /** close(): put back what was hooked. */
+  protected abstract unhook(): void;
+  /** Records are about to be applied. */
+  protected beforeRecords(): void {}
+  /** Records were applied. */
+  protected afterRecords(): void {}
+  /** The socket closed: bring the open unit up to date before the last flush. */
+  protected settle(): void {}
+
+  /** The stall timer. */
+  protected tick(): void {
+    this.tracker.checkStalls(nowSeconds(), this.snapshotNow, this.ackedUpTo);
   }
 
   // The offset below which the kernel has acknowledged every byte: all that
@@ -273,7 +346,7 @@ class SocketProbe extends EventEmitter implements Probe {
     if (this.closed) return 0;
     try {
       const c = readTcpChrono(native().tcpInfo(this.fd));
-      return c.unacked === 0 && c.notsentBytes === 0 ? this.handedOver : 0;
+      return c.unacked === 0 && c.notsentBytes === 0 ? this.handedOver() : 0;
     } catch {
       return 0;
     }
@@ -282,7 +355,7 @@ class SocketProbe extends EventEmitter implements Probe {
   // The chronographs now, for a chunk's start (read on every tracked chunk:
   // only the fields a snapshot needs are decoded), and the send buffer's size
   // (one getsockopt) for the sndbuf-bound inference (classify.ts).
-  private readonly snapshotNow = (): ChronoSnapshot => {
+  protected readonly snapshotNow = (): ChronoSnapshot => {
     if (!this.closed) {
       try {
         const n = native();
@@ -330,13 +403,87 @@ class SocketProbe extends EventEmitter implements Probe {
     return this.last;
   }
 
-  private pickSample(): boolean {
+  protected pickSample(): boolean {
     if (this.sample < 1) return Math.random() < this.sample;
     return this.sampleCounter++ % this.sample === 0;
   }
 
   private deliver(event: 'chunk' | 'stall', c: ChunkRecord): void {
     if (!this.closed) this.emit(event, c);
+  }
+
+  protected setRecordFlags(want: boolean): boolean {
+    if (want === this.flagsOn) return false;
+    try {
+      setFlags(this.fd, want ? this.full : this.idle);
+      this.flagsOn = want;
+      return true;
+    } catch {
+      /* the socket is closing; the write will fail the same way */
+      return false;
+    }
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  // The socket closed: what was never acked is reported as stalled (records
+  // lost while everything was acknowledged are counted as lost instead).
+  private finish(): void {
+    this.stopTimer();
+    if (this.closed) return;
+    this.settle();
+    this.tracker.flush(nowSeconds(), this.lastSnap, this.ackedAtClose);
+    this.closed = true;
+    this.emit('close');
+  }
+}
+
+/** Chunks from hooked writes: every write outside a unit is a chunk of its own. */
+class SocketProbe extends ProbeCore {
+  private handed = 0;
+  private desync = 0;
+  private readonly saved = new Map<string, unknown>(); // handle methods we replaced
+  private readonly savedSocket = new Map<string, unknown>();
+
+  constructor(socket: Socket, opts: InstrumentOptions) {
+    super(socket, opts);
+    this.hook(handleOf(socket)!);
+  }
+
+  unit(label?: string): void {
+    if (!this.closed) this.tracker.startUnit(label, this.pickSample());
+  }
+
+  finishing(): void {
+    this.tracker.finishing();
+  }
+
+  endUnit(): void {
+    this.tracker.endUnit();
+  }
+
+  protected handedOver(): number {
+    return this.handed;
+  }
+
+  protected bytesWritten(): number {
+    return this.tracker.written;
+  }
+
+  protected unaccounted(): number {
+    return this.desync;
+  }
+
+  protected closeUnit(): void {
+    this.tracker.endUnit();
+  }
+
+  protected unhook(): void {
+    restore(this.socket as unknown as Record<string, unknown>, this.savedSocket);
+    restore(handleOf(this.socket) ?? {}, this.saved);
   }
 
   // socket.write()/end(): the application's bytes, which define the chunks.
@@ -349,23 +496,15 @@ class SocketProbe extends EventEmitter implements Probe {
 
   // Before each hand-over to the kernel: do its sendmsg calls carry records?
   private beforeHandover(bytes: number): void {
-    const from = this.handedOver;
-    this.handedOver += bytes;
-    if (this.handedOver > this.tracker.written) {
+    const from = this.handed;
+    this.handed += bytes;
+    if (this.handed > this.tracker.written) {
       // Bytes that bypassed socket.write (another writer on the handle): keep the offsets aligned.
       this.desync++;
-      this.tracker.skip(this.handedOver - this.tracker.written);
+      this.tracker.skip(this.handed - this.tracker.written);
     }
-    const want = this.tracker.wantsRecords(from, this.handedOver, this.finalWritesOnly);
-    if (want !== this.flagsOn) {
-      try {
-        setFlags(this.fd, want ? this.full : this.idle);
-        this.flagsOn = want;
-      } catch {
-        /* the socket is closing; the write will fail the same way */
-      }
-    }
-    if (this.flagsOn && bytes > 0) this.tracker.expectAck(this.handedOver - 1);
+    this.setRecordFlags(this.tracker.wantsRecords(from, this.handed, this.finalWritesOnly));
+    if (this.flagsOn && bytes > 0) this.tracker.expectAck(this.handed - 1);
   }
 
   private hook(handle: StreamHandle): void {
@@ -397,40 +536,157 @@ class SocketProbe extends EventEmitter implements Probe {
         return (orig as HandleWrite).call(this, req, ...args);
       };
     }
-    // Before Node closes the fd: drain it (the final ACKs are in there) and
-    // leave the reader, so a new socket reusing the fd number is not confused
-    // with this one. Stays in place after close() for the late-record sink.
-    const origClose = handle.close;
-    if (typeof origClose === 'function') {
-      handle.close = (...args: unknown[]): unknown => {
-        try {
-          errqueue.remove(this.reg);
-          // The last look at the kernel's figures: was everything acknowledged?
-          this.ackedAtClose = this.ackedUpTo();
-        } catch {
-          /* never let instrumentation break a close */
-        }
-        return origClose.apply(handle, args);
-      };
+  }
+}
+
+/**
+ * Chunks from unit boundaries only (`unitsOnly`): no write is touched. The
+ * socket's byte count at a boundary is the unit's offset; the handle's count
+ * less its queue is what the kernel has (its keys count the same bytes).
+ * instrumentHttp drives it with startUnit()/writing()/finishingUnit()/
+ * endUnitOf(), which name the unit so that a late call for an earlier
+ * response (pipelining) cannot end a later one.
+ */
+export class UnitProbe extends ProbeCore {
+  /** What the kernel had from this socket when timestamping was enabled: the records' key 0. */
+  private readonly origin: number;
+  /** handedOver() when the record flags last went on: bytes from here on are sent with them. */
+  private onFrom = 0;
+  /** Keep the flags on until the kernel has this many bytes (an ended unit's last byte is still queued); -1: none. */
+  private offAfter = -1;
+  /** When the open unit announced its last writes (its lastWriteTime); -Infinity: not yet (a double from the start: the field never changes representation). */
+  private finishingAt = -Infinity;
+
+  constructor(socket: Socket, opts: InstrumentOptions) {
+    const h = handleOf(socket);
+    // Read before timestamping goes on (the base constructor): bytes sent so far carry no keys.
+    const origin = h === undefined ? 0 : Number(h.bytesWritten ?? 0) - Number(h.writeQueueSize ?? 0);
+    super(socket, opts);
+    this.origin = origin;
+  }
+
+  unit(label?: string): void {
+    if (this.startUnit(label) >= 0) this.tracker.beginChunk(nowSeconds(), this.snapshotNow);
+  }
+
+  finishing(): void {
+    const u = this.tracker.openUnit;
+    if (u !== undefined) this.finishingUnit(u.id);
+  }
+
+  endUnit(): void {
+    if (!this.closed) this.closeUnit();
+  }
+
+  /** Starts a unit whose chunk begins at its first write (writing()); returns its id (-1: closed). */
+  startUnit(label?: string): number {
+    if (this.closed) return -1;
+    this.closeUnit();
+    this.sync(); // bytes written since the last unit ended belong to no chunk
+    this.tracker.startUnit(label, this.pickSample());
+    this.updateFlags();
+    return this.tracker.openUnit!.id;
+  }
+
+  /** Unit `id`'s first byte is about to be handed to the socket. */
+  writing(id: number): void {
+    const u = this.tracker.openUnit;
+    if (!this.closed && u !== undefined && u.id === id && u.sampled) this.tracker.beginChunk(nowSeconds(), this.snapshotNow);
+  }
+
+  /** Unit `id`'s remaining bytes are about to be written: records on for them. */
+  finishingUnit(id: number): void {
+    const u = this.tracker.openUnit;
+    if (this.closed || u === undefined || u.id !== id) return;
+    if (this.finishingAt < 0) {
+      this.finishingAt = nowSeconds();
+      this.tracker.finishing();
     }
+    this.updateFlags();
   }
 
-  private stopTimer(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
+  /** Ends unit `id` if it is still the open one. */
+  endUnitOf(id: number): void {
+    const u = this.tracker.openUnit;
+    if (!this.closed && u !== undefined && u.id === id) this.closeUnit();
   }
 
-  // The socket closed: what was never acked is reported as stalled (records
-  // lost while everything was acknowledged are counted as lost instead).
-  private finish(): void {
-    this.stopTimer();
+  protected handedOver(): number {
+    const h = handleOf(this.socket);
+    // Gone: nothing more will be sent.
+    if (h === undefined) return Number.MAX_SAFE_INTEGER;
+    return Number(h.bytesWritten) - Number(h.writeQueueSize) - this.origin;
+  }
+
+  protected bytesWritten(): number {
+    const n = this.socket.bytesWritten;
+    return typeof n === 'number' ? Math.max(this.tracker.written, n - this.origin) : this.tracker.written;
+  }
+
+  protected unaccounted(): number {
+    return 0;
+  }
+
+  // The open unit ends at the socket's byte count now. Its last byte was
+  // sent with the flags on, or will be: an ACK record is expected there, and
+  // the flags stay on until the kernel has it.
+  protected closeUnit(): void {
+    if (this.tracker.openUnit === undefined) return;
+    this.sync();
+    const last = this.tracker.openChunkEnd;
+    if (last >= 0 && this.flagsOn && this.onFrom <= last) {
+      this.tracker.expectAck(last);
+      if (this.handedOver() <= last) this.offAfter = Math.max(this.offAfter, last + 1);
+    }
+    this.tracker.endUnit();
+    this.finishingAt = -Infinity;
+    this.updateFlags();
+  }
+
+  protected unhook(): void {
+    /* nothing was hooked but the close watch, which stays for the late-record sink */
+  }
+
+  // The records may be for bytes of the open unit that no boundary has counted yet.
+  protected override beforeRecords(): void {
+    if (this.tracker.openUnit !== undefined) this.sync();
+  }
+
+  protected override afterRecords(): void {
+    if (this.offAfter >= 0) this.updateFlags();
+  }
+
+  protected override settle(): void {
+    this.sync();
+  }
+
+  // A unit in progress: its bytes so far (a stall is judged from its last
+  // write, here the last tick that saw it grow).
+  protected override tick(): void {
+    this.sync();
+    this.updateFlags();
+    super.tick();
+  }
+
+  // The bytes written since the last look belong to the open unit (or none).
+  private sync(): void {
+    const n = this.socket.bytesWritten;
+    if (typeof n !== 'number' || n - this.origin <= this.tracker.written) return;
+    this.tracker.advanceTo(n - this.origin, this.finishingAt >= 0 ? this.finishingAt : nowSeconds(), this.snapshotNow);
+  }
+
+  private updateFlags(): void {
     if (this.closed) return;
-    this.tracker.flush(nowSeconds(), this.lastSnap, this.ackedAtClose);
-    this.closed = true;
-    this.emit('close');
+    const u = this.tracker.openUnit;
+    let want = u !== undefined && u.sampled && (!this.finalWritesOnly || u.finishing);
+    if (!want && this.offAfter >= 0) {
+      if (this.handedOver() < this.offAfter) want = true;
+      else this.offAfter = -1;
+    }
+    if (this.setRecordFlags(want) && want) this.onFrom = this.handedOver();
   }
 }
 
 export function instrument(socket: Socket, opts: InstrumentOptions = {}): Probe {
-  return new SocketProbe(socket, opts);
+  return opts.unitsOnly === true ? new UnitProbe(socket, opts) : new SocketProbe(socket, opts);
 }

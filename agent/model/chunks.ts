@@ -79,9 +79,10 @@ interface Pending {
   closed: boolean;
   /** The unit announced that its remaining writes are being made (finishing()). */
   finishing: boolean;
-  sched?: number;
-  snd?: number;
-  ack?: { time: number; key: number; stats: ChronoSnapshot | undefined };
+  // Always present (undefined until a record comes): one hidden class for every chunk.
+  sched: number | undefined;
+  snd: number | undefined;
+  ack: { time: number; key: number; stats: ChronoSnapshot | undefined } | undefined;
 }
 
 export interface TrackerOptions extends ClassifyOptions {
@@ -141,9 +142,44 @@ export class ChunkTracker {
     this.completeReady();
   }
 
-  /** Whether a unit is open, and whether it is sampled. */
-  get openUnit(): { sampled: boolean } | undefined {
+  /** Whether a unit is open: its id, whether it is sampled, whether it is finishing. */
+  get openUnit(): { readonly id: number; readonly sampled: boolean; readonly finishing: boolean } | undefined {
     return this.unit;
+  }
+
+  /**
+   * Units without per-write accounting (instrument({ unitsOnly })): the open
+   * unit's first byte is handed to the socket at `now`, at offset `written`.
+   * Its chunk starts here, with `snapshot()` for its starting figures; later
+   * bytes reach it through advanceTo(). No-op for an unsampled unit or one
+   * whose chunk has started.
+   */
+  beginChunk(now: number, snapshot: () => ChronoSnapshot): void {
+    const u = this.unit;
+    if (u === undefined || !u.sampled || u.chunk !== undefined) return;
+    u.chunk = this.newPending(u.id, u.label, this.written, now, snapshot());
+    u.chunk.finishing = u.finishing;
+  }
+
+  /**
+   * Units without per-write accounting: the bytes written up to offset `to`
+   * (the socket's own count). Those since the last call belong to the open
+   * unit's chunk, written last at `now`; outside a unit to no chunk (skipped,
+   * no id taken). Returns `written`.
+   */
+  advanceTo(to: number, now: number, snapshot: () => ChronoSnapshot): number {
+    const bytes = to - this.written;
+    if (bytes > 0) {
+      if (this.unit === undefined) this.skip(bytes);
+      else this.write(bytes, now, false, snapshot);
+    }
+    return this.written;
+  }
+
+  /** The open unit's chunk's last byte (-1: no chunk or no bytes yet). */
+  get openChunkEnd(): number {
+    const c = this.unit?.chunk;
+    return c === undefined || c.bytes === 0 ? -1 : c.offset + c.bytes - 1;
   }
 
   /** The open unit's remaining data is being written now. */
@@ -248,7 +284,8 @@ export class ChunkTracker {
         if (skipped > 0 && this.queueWasFull) this.counters.lostRecords += skipped;
       }
       for (const c of this.pending) {
-        if (c.offset + c.bytes - 1 > last) break;
+        // A unit's chunk with no bytes yet (unitsOnly) ends nowhere: it and all later ones are ahead.
+        if (c.bytes === 0 || c.offset + c.bytes - 1 > last) break;
         if (r.kind === 'sched') c.sched ??= r.time;
         else if (r.kind === 'snd') c.snd ??= r.time;
         else if (c.ack === undefined) {
@@ -338,7 +375,7 @@ export class ChunkTracker {
       if (old === this.unit?.chunk) this.unit.chunk = undefined;
       this.report(old, now, old.start, true);
     }
-    const c: Pending = { id, label, offset, bytes: 0, writeTime: now, lastWriteTime: now, start, closed: false, finishing: false };
+    const c: Pending = { id, label, offset, bytes: 0, writeTime: now, lastWriteTime: now, start, closed: false, finishing: false, sched: undefined, snd: undefined, ack: undefined };
     this.pending.push(c);
     return c;
   }

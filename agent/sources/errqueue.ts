@@ -72,26 +72,38 @@ class ErrqueueReader {
   // Called from the native poll callback: must never throw into the host loop.
   private dispatch(frames: Buffer): void {
     this.counters.batches++;
-    const batch = parseErrqueueBatch(frames);
+    const batch = parseErrqueueBatch(frames, 'chunks');
     this.counters.malformed += batch.malformed;
     this.counters.records += batch.records.length;
+    const records = batch.records;
+    if (records.length === 0) return;
+    // Usually one socket's records: handed over as they are, no regrouping.
+    const fd = records[0]!.fd;
+    let oneFd = true;
+    for (let i = 1; i < records.length && oneFd; i++) oneFd = records[i]!.fd === fd;
+    if (oneFd) {
+      this.deliver(fd, records);
+      return;
+    }
     const byFd = new Map<number, TxRecord[]>();
-    for (const r of batch.records) {
+    for (const r of records) {
       let list = byFd.get(r.fd);
       if (list === undefined) byFd.set(r.fd, (list = []));
       list.push(r);
     }
-    for (const [fd, records] of byFd) {
-      const reg = this.handlers.get(fd);
-      if (reg === undefined) {
-        this.counters.orphaned += records.length;
-        continue;
-      }
-      try {
-        reg.handler(records);
-      } catch {
-        this.counters.handlerErrors++;
-      }
+    for (const [f, list] of byFd) this.deliver(f, list);
+  }
+
+  private deliver(fd: number, records: TxRecord[]): void {
+    const reg = this.handlers.get(fd);
+    if (reg === undefined) {
+      this.counters.orphaned += records.length;
+      return;
+    }
+    try {
+      reg.handler(records);
+    } catch {
+      this.counters.handlerErrors++;
     }
   }
 }

@@ -1,18 +1,26 @@
 // A/B benchmark in one server process: the same segment server listens twice,
 // once plain and once instrumented, and curl readers alternate between the
-// two in short phases. Machine load drifts (a 2-vCPU box shared with other
-// work), but it drifts for both sides alike, so the per-phase ratios are
-// steadier than comparing separate runs. The server reports its own CPU time
-// (user + system, which includes the kernel's send path in its syscalls).
-// Usage: npm run build && node bench/instrument/ab.mjs [phases=10] [segments per phase=10] [readers=2]
+// two in phases. Machine load drifts (a 2-vCPU box shared with other work),
+// but it drifts for both sides alike, so the per-phase ratios are steadier
+// than comparing separate runs. The server reports its own CPU time (user +
+// system, all threads: that includes the kernel's send path in its syscalls
+// and V8's compiler and GC threads).
+//
+// Both sides are warmed up first (`warm` phases each, not counted): the JIT
+// compiles the instrumented path during its first responses, a one-off cost
+// per process, not a cost per byte. Each line gives the median of the
+// per-phase ratios and, for the CPU, their interquartile range (the noise).
+// Usage: npm run build && node bench/instrument/ab.mjs [phases=24] [segments per phase=30] [readers=2] [warm=3] [variants=all, e.g. response,write]
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
 import { createInterface } from 'node:readline';
 
-const phases = Number(process.argv[2] ?? 10);
-const segments = Number(process.argv[3] ?? 10);
+const phases = Number(process.argv[2] ?? 24);
+const segments = Number(process.argv[3] ?? 30);
 const readers = Number(process.argv[4] ?? 2);
+const warm = Number(process.argv[5] ?? 3);
+const only = process.argv[6]?.split(',');
 const SEGMENT = 4 * 1024 * 1024;
 
 const CASES = [
@@ -53,10 +61,19 @@ async function phase(port, control) {
   return { gbps: (gb * 8) / seconds, cpuPerGB: (after.cpu - before.cpu) / gb, records: after.records - before.records, seconds };
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-console.log(`A/B in one server process: ${phases} alternating phases of ${readers} curl readers x ${segments} segments of 4 MiB; median of per-phase ratios`);
+const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) * q + 0.5)];
+const median = (xs) => quantile(xs, 0.5);
+console.log(
+  `A/B in one server process: ${warm} warm-up and ${phases} alternating phases of ${readers} curl readers x ${segments} segments of 4 MiB; ` +
+    'median of per-phase ratios (CPU: interquartile range in brackets)',
+);
 for (const c of CASES) {
+  if (only !== undefined && !only.includes(c.variant)) continue;
   const { child, ports } = await server(c.variant, c.size);
+  for (let i = 0; i < warm; i++) {
+    await phase(ports.plain, ports.control);
+    await phase(ports.instrumented, ports.control);
+  }
   const ratios = { gbps: [], cpu: [] };
   let records = 0;
   let seconds = 0;
@@ -75,7 +92,8 @@ for (const c of CASES) {
   await once(child, 'exit');
   const writes = c.size >= 1 << 20 ? '1 MiB writes' : '64 KiB writes';
   console.log(
-    `${`${writes}, ${c.label}`.padEnd(58)} throughput ${median(ratios.gbps).toFixed(2)}x   server CPU per GB ${median(ratios.cpu).toFixed(2)}x   ` +
+    `${`${writes}, ${c.label}`.padEnd(58)} throughput ${median(ratios.gbps).toFixed(2)}x   server CPU per GB ${median(ratios.cpu).toFixed(2)}x ` +
+      `[${quantile(ratios.cpu, 0.25).toFixed(2)}-${quantile(ratios.cpu, 0.75).toFixed(2)}]   ` +
       `${Math.round(records / seconds)} records/s   (plain: ${base.gbps.toFixed(1)} Gbit/s, ${base.cpuPerGB.toFixed(2)} s/GB)`,
   );
 }

@@ -163,3 +163,47 @@ describe('lifecycle', () => {
     expect(stalls[0]!.ackTime).toBeUndefined();
   });
 });
+
+describe('unitsOnly: chunks from unit boundaries, no write hooked', () => {
+  for (const finalWritesOnly of [false, true]) {
+    it(`units are chunks, bytes outside them are none${finalWritesOnly ? ' (records only from finishing())' : ''}`, async () => {
+      const server = await drainingServer('127.0.0.1');
+      const sock = await connect('127.0.0.1', portOf(server));
+      cleanup.push(() => sock.destroy());
+      const probe = instrument(sock, { unitsOnly: true, finalWritesOnly });
+      expect(Object.getOwnPropertyNames(sock)).not.toContain('write');
+      const chunks: ChunkRecord[] = [];
+      const stalls: ChunkRecord[] = [];
+      probe.on('chunk', (c) => chunks.push(c));
+      probe.on('stall', (c) => stalls.push(c));
+      sock.write(Buffer.alloc(100)); // outside any unit: no chunk
+      const units = [3 * 64 * KiB, 17, 1 * MiB + 3];
+      for (const [i, n] of units.entries()) {
+        probe.unit(`u${i}`);
+        sock.write(Buffer.alloc(n - Math.floor(n / 2)));
+        await sleep(5);
+        probe.finishing();
+        sock.write(Buffer.alloc(Math.floor(n / 2)));
+        probe.endUnit();
+        // The next unit starts once this one is acked: its first bytes, in the
+        // same writev or appended by the kernel to this unit's unsent last
+        // segment, would key the record past this unit's end.
+        for (let t = 0; t < 400 && chunks.length + stalls.length <= i; t++) await sleep(25);
+      }
+      expect(stalls).toEqual([]);
+      expect(chunks.map((c) => c.label)).toEqual(['u0', 'u1', 'u2']);
+      expect(chunks.map((c) => c.bytes)).toEqual(units);
+      let offset = 100;
+      for (const c of chunks) {
+        expect(c.offset).toBe(offset);
+        offset += c.bytes;
+        expect(c.exact, `${c.label}: ${JSON.stringify(c)}`).toBe(true);
+        expect(c.writeTime).toBeLessThan(c.lastWriteTime);
+        expect(c.lastWriteTime).toBeLessThanOrEqual(c.schedTime!);
+      }
+      expect(probe.stats().bytesWritten).toBe(offset);
+      expect(probe.stats().chunks).toBe(3);
+      probe.close();
+    });
+  }
+});
