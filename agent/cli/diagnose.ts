@@ -12,7 +12,7 @@ import { FROM_FLAG, FROM_TOKEN_FLAG, LocalPoller, RemotePoller, portsText, type 
 import { parsePortRange } from './common_flags.js';
 import { applyRedaction, REDACT_FLAGS } from './common_flags.js';
 import { LOG_FORMAT_FLAG, configureLog, log } from './log.js';
-import { dropPrivileges, privileges } from './privileges.js';
+import { describeDrop, dropPrivileges, privileges } from './privileges.js';
 
 const SUMMARY =
   'Watch the connections for a while, then print a verdict per port (receive window, send buffer,\n' +
@@ -89,8 +89,10 @@ async function runDiagnose(argv: readonly string[]): Promise<number> {
   const poller: Poller = o.from !== undefined ? new RemotePoller(o.from, o.port, o.authTokenFile) : new LocalPoller(o.port);
   const tracker = new WindowTracker();
   const showProgress = process.stderr.isTTY === true;
-  log('info', 'diagnosing', { watching: poller.describe, for: o.for, interval: o.interval, kernel: release(), privileges: privileges() });
-  dropPrivileges('diagnose', { log });
+  const drop = { log, owners: o.from === undefined };
+  const capabilities = describeDrop('diagnose', drop);
+  log('info', 'diagnosing', { watching: poller.describe, for: o.for, interval: o.interval, kernel: release(), privileges: privileges(), ...(capabilities !== undefined && { capabilities }) });
+  dropPrivileges('diagnose', drop);
   let stopped = false;
   // Ctrl-C ends the watch early: the report covers what was seen.
   const stop = (): void => {

@@ -2,7 +2,7 @@
 // A problem with a flag is a UsageError: the CLI prints its one line and
 // exits 2. Precedence: command line, then environment, then default.
 import { DEFAULT_COMMAND } from './command.js';
-import { refusesRoot, rootRefusal } from './privileges.js';
+import { offersRootRefusal, rootRefusal } from './privileges.js';
 
 export class UsageError extends Error {
   readonly code = 'ERR_TCPCHRONO_USAGE';
@@ -46,18 +46,26 @@ export function envName(command: string, flag: string): string {
 }
 
 /**
- * --allow-root, offered by the commands that need no privilege (proxy, top,
- * diagnose: privileges.ts): without it they refuse to run as root (euid 0).
+ * --refuse-root, offered by the commands that work without privilege (proxy,
+ * top, diagnose: privileges.ts): as root they run and drop what they do not
+ * need; with it they refuse root instead.
  */
-export const ALLOW_ROOT_FLAG = {
-  name: 'allow-root',
-  help: 'Run even as root (euid 0). This command needs no privilege, so as root it refuses to start\nwithout this flag; with it, it drops every capability once started (README: Privileges).',
+export const REFUSE_ROOT_FLAG = {
+  name: 'refuse-root',
+  help: 'Refuse to start as root (euid 0). Without it, as root this command keeps only the capabilities\nit needs and drops the rest (docs/privileges.md).',
   parse: parseBool,
 } satisfies FlagSpec<boolean>;
 
-/** The command's flags plus those every command of its kind takes (--allow-root). */
+/** Accepted for scripts written for 0.1 (root was refused then); root is allowed now. */
+export const ALLOW_ROOT_FLAG = {
+  name: 'allow-root',
+  help: 'Deprecated, has no effect: root is allowed without it since 0.2.0 (see --refuse-root).',
+  parse: parseBool,
+} satisfies FlagSpec<boolean>;
+
+/** The command's flags plus those every command of its kind takes (--refuse-root, --allow-root). */
 export function withCommon(command: string, specs: Record<string, FlagSpec<unknown>>): Record<string, FlagSpec<unknown>> {
-  return refusesRoot(command) ? { ...specs, allowRoot: ALLOW_ROOT_FLAG } : specs;
+  return offersRootRefusal(command) ? { ...specs, refuseRoot: REFUSE_ROOT_FLAG, allowRoot: ALLOW_ROOT_FLAG } : specs;
 }
 
 export interface Parsed<S extends Record<string, FlagSpec<unknown>>> {
@@ -67,7 +75,7 @@ export interface Parsed<S extends Record<string, FlagSpec<unknown>>> {
 
 /**
  * Parses argv (after the command name). Throws UsageError, also when a
- * command that needs no privilege runs as root without --allow-root.
+ * command is asked to refuse root (--refuse-root) and runs as root.
  */
 export function parseFlags<S extends Record<string, FlagSpec<unknown>>>(
   command: string,
@@ -144,8 +152,9 @@ export function parseFlags<S extends Record<string, FlagSpec<unknown>>>(
       values[key] = texts === undefined ? undefined : parseOne(texts[0]!);
     }
   }
-  if (refusesRoot(command)) {
-    if (!help && euid === 0 && values.allowRoot !== true) throw new UsageError(rootRefusal(command));
+  if (offersRootRefusal(command)) {
+    if (!help && euid === 0 && values.refuseRoot === true) throw new UsageError(rootRefusal(command));
+    delete values.refuseRoot;
     delete values.allowRoot;
   }
   return { values: values as FlagValues<S>, help };

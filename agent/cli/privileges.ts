@@ -1,6 +1,7 @@
-// Least privilege, per mode (README: Privileges): what each mode keeps once
-// started, the refusal of root by the modes that need nothing (flags.ts asks
-// refusesRoot), and the start line's summary of who the agent runs as.
+// Least privilege, per mode (docs/privileges.md): what each mode keeps once
+// started, which modes may refuse root on request (--refuse-root, flags.ts
+// asks offersRootRefusal), and the start line's summary of who the agent
+// runs as and what it will keep.
 //
 // Capabilities are per thread in Linux; native/caps.cc changes them in every
 // thread of the process at once. This module decides what to keep, checks the
@@ -36,25 +37,32 @@ export type Mode = 'watch' | 'attach' | 'trace' | 'proxy' | 'top' | 'diagnose';
  * SO_TIMESTAMPING on the duplicates needs nothing. trace: loading and attaching
  * need CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (before the drop); reading its maps
  * (counters, the connection scan) needs CAP_BPF while kernel.unprivileged_bpf_disabled
- * is set. proxy, top, diagnose: nothing.
+ * is set. top, diagnose: the owner lookup of watch (nothing with --from, which
+ * reads another agent). proxy: nothing.
  */
 export const KEEP: Readonly<Record<Mode, readonly Capability[]>> = {
   watch: ['dac_read_search', 'sys_ptrace'],
   attach: ['dac_read_search', 'sys_ptrace'],
   trace: ['bpf'],
   proxy: [],
-  top: [],
-  diagnose: [],
+  top: ['dac_read_search', 'sys_ptrace'],
+  diagnose: ['dac_read_search', 'sys_ptrace'],
 };
 
-/** Modes that need no privilege refuse to run as root (euid 0) unless --allow-root (flags.ts). */
-export function refusesRoot(command: string): boolean {
-  return Object.hasOwn(KEEP, command) && KEEP[command as Mode].length === 0;
+/**
+ * The commands that work without any privilege, so that refusing root is a
+ * choice a user can make for them (--refuse-root): as root they keep only
+ * what KEEP says and drop the rest.
+ */
+const ROOT_OPTIONAL: ReadonlySet<string> = new Set(['proxy', 'top', 'diagnose']);
+
+export function offersRootRefusal(command: string): boolean {
+  return ROOT_OPTIONAL.has(command);
 }
 
-/** The refusal's sentence. */
+/** The sentence of --refuse-root as root. */
 export function rootRefusal(command: string): string {
-  return `${command} needs no privilege and refuses to run as root: run as an unprivileged user, or pass --allow-root`;
+  return `${command} --refuse-root: refusing to run as root (euid 0); run it as an unprivileged user, or leave out --refuse-root (as root it keeps only what it needs: docs/privileges.md)`;
 }
 
 /** The capability sets and no_new_privs of one /proc/…/status. */
@@ -120,7 +128,7 @@ type LogFn = (level: Level, msg: string, fields?: Record<string, unknown>) => vo
 export interface DropOptions {
   /** Where the line goes; without one (top: stdout is its screen) only a failure is said, on stderr. */
   log?: LogFn;
-  /** watch --owners off: owner lookup is what watch keeps its capabilities for. */
+  /** false: no owner lookup (watch --owners off; top/diagnose --from), which is what those keep capabilities for. */
   owners?: boolean;
   /**
    * watch --netns: entering other network namespaces (setns, for new ones
@@ -152,6 +160,30 @@ function threadStatuses(): { tid: string; status: CapStatus }[] {
 
 const hex = (m: bigint): string => m.toString(16).padStart(16, '0');
 
+/** What `mode` keeps, given its options. */
+export function wantedCapabilities(mode: Mode, opts: DropOptions = {}): readonly Capability[] {
+  const base = opts.owners === false && mode !== 'attach' && mode !== 'trace' ? [] : KEEP[mode];
+  return mode === 'watch' && opts.netns === true ? [...new Set<Capability>([...base, 'sys_admin', 'sys_ptrace'])] : base;
+}
+
+/**
+ * For the start line, when the process has capabilities to drop (root, or
+ * granted ones): what it keeps and that the rest goes. Undefined otherwise.
+ */
+export function describeDrop(mode: Mode, opts: DropOptions = {}, procStatus = '/proc/self/status'): string | undefined {
+  let prm: bigint;
+  try {
+    prm = parseCapStatus(readFileSync(procStatus, 'utf8')).prm;
+  } catch {
+    return undefined;
+  }
+  if (prm === 0n) return undefined;
+  const kept = capNames(capMask(wantedCapabilities(mode, opts)) & prm);
+  return kept.length === 0
+    ? `${mode} needs no privilege: every capability is dropped now`
+    : `keeps ${kept.map((c) => `CAP_${c.toUpperCase()}`).join(' and ')}, drops every other capability now`;
+}
+
 /**
  * Drops every capability the mode does not keep (KEEP), in every thread;
  * clears the inheritable and ambient sets, drops the rest from the bounding
@@ -174,9 +206,7 @@ export function dropPrivileges(mode: Mode, opts: DropOptions = {}): DropResult {
   }
   if (before.prm === 0n && before.eff === 0n && before.amb === 0n) return { dropped: false, kept: [], threads: 0 };
 
-  const base = mode === 'watch' && opts.owners === false ? [] : KEEP[mode];
-  const wanted: readonly Capability[] = mode === 'watch' && opts.netns === true ? [...new Set<Capability>([...base, 'sys_admin', 'sys_ptrace'])] : base;
-  const keep = capMask(wanted) & before.prm;
+  const keep = capMask(wantedCapabilities(mode, opts)) & before.prm;
   const kept = capNames(keep);
   const setpcap = (before.eff & capMask(['setpcap'])) !== 0n;
   const fail = (error: string): DropResult => {

@@ -18,7 +18,7 @@ import { registerGuardMetrics } from '../export/http_guard.js';
 import type { HttpSecurity } from '../export/http.js';
 import { describeRedaction } from '../export/redact.js';
 import { log, logOnce } from './log.js';
-import { dropPrivileges, type DropOptions, type Mode } from './privileges.js';
+import { describeDrop, dropPrivileges, type DropOptions, type Mode } from './privileges.js';
 import { hostPort, listenFailure, startServer, type HostPort } from './serve.js';
 import { version } from './version.js';
 
@@ -121,6 +121,7 @@ export async function serveMode(spec: ModeSpec): Promise<number> {
     [spec.listenField]: `${spec.security.tls !== undefined ? 'https' : 'http'}://${hostPort(http.address)}`,
     auth: spec.security.token !== undefined ? 'bearer token' : 'none',
     redact: describeRedaction(),
+    ...withDefined('capabilities', describeDrop(spec.command, spec.drop)),
     degraded: spec.degraded,
   });
   for (const d of spec.degraded) logOnce(d, 'warn', d);
@@ -163,4 +164,9 @@ export async function serveMode(spec: ModeSpec): Promise<number> {
     spec.onStopRequest?.(stop);
     if (caught !== undefined) stop(caught);
   });
+}
+
+/** { [key]: value } when value is defined, else {} (a start-line field that is there only when it says something). */
+function withDefined(key: string, value: string | undefined): Record<string, string> {
+  return value === undefined ? {} : { [key]: value };
 }

@@ -248,7 +248,7 @@ async function runTop(argv: readonly string[]): Promise<number> {
   }
   applyRedaction(o);
   const poller: Poller = o.from !== undefined ? new RemotePoller(o.from, o.port, o.authTokenFile) : new LocalPoller(o.port);
-  dropPrivileges('top');
+  dropPrivileges('top', { owners: o.from === undefined });
   const tracker = new WindowTracker();
   const view: ViewState = { sort: o.sort, reverse: false, portFilter: '' };
   const intervalMs = o.interval * 1000;

@@ -2,8 +2,8 @@
 // with exit 2 (usage) or 1 (runtime) and one sentence on stderr that names
 // the problem and the fix, never a stack trace. Runs the built CLI; the
 // privilege cases run it as nobody with no capabilities (setpriv), since the
-// tests run as root; for the same reason proxy, top and diagnose get
-// --allow-root through their variables, but in the cases about that refusal.
+// tests run as root (proxy, top and diagnose run as root; they refuse it only
+// when asked with --refuse-root, which has cases of its own).
 // An old kernel: attach runs under a seccomp filter that makes pidfd_open and
 // pidfd_getfd answer ENOSYS, as Linux < 5.6 does (test/helpers/nosys.c). A
 // kernel too old for the chronographs themselves (4.10: a shorter tcp_info)
@@ -31,8 +31,6 @@ interface Case {
   args: (() => string[]) | string[];
   env?: Record<string, string>;
   nobody?: boolean;
-  /** As root without --allow-root (proxy, top and diagnose refuse). */
-  root?: boolean;
   /** Under test/helpers/nosys.c: pidfd_open/pidfd_getfd fail with ENOSYS, as on Linux < 5.6. */
   oldKernel?: boolean;
   code: 1 | 2;
@@ -88,11 +86,11 @@ const CASES: Case[] = [
   { name: 'env: attach records', args: ['attach', '--pid', '1'], env: { TCP_CHRONOGRAPH_ATTACH_RECORDS: 'all' }, code: 2, says: /TCP_CHRONOGRAPH_ATTACH_RECORDS "all": expected one of sched\+ack, ack/ },
   { name: 'env: top redact', args: ['top', '--once'], env: { TCP_CHRONOGRAPH_TOP_REDACT: 'yes' }, code: 2, says: /TCP_CHRONOGRAPH_TOP_REDACT "yes"/ },
   { name: 'env: diagnose duration', args: ['diagnose'], env: { TCP_CHRONOGRAPH_DIAGNOSE_FOR: 'forever' }, code: 2, says: /TCP_CHRONOGRAPH_DIAGNOSE_FOR "forever"/ },
-  { name: 'env: allow-root not a boolean', args: ['top', '--once'], env: { TCP_CHRONOGRAPH_TOP_ALLOW_ROOT: 'maybe' }, code: 2, says: /TCP_CHRONOGRAPH_TOP_ALLOW_ROOT "maybe": expected true or false/ },
-  // root where no privilege is needed: refused, with the fix
-  { name: 'root: proxy', root: true, args: ['proxy', '--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:1'], code: 2, says: /proxy needs no privilege and refuses to run as root: run as an unprivileged user, or pass --allow-root$/ },
-  { name: 'root: top', root: true, args: ['top', '--once'], code: 2, says: /top needs no privilege and refuses to run as root: run as an unprivileged user, or pass --allow-root$/ },
-  { name: 'root: diagnose --from', root: true, args: ['diagnose', '--from', 'http://127.0.0.1:1'], code: 2, says: /diagnose needs no privilege and refuses to run as root: run as an unprivileged user, or pass --allow-root$/ },
+  { name: 'env: refuse-root not a boolean', args: ['top', '--once'], env: { TCP_CHRONOGRAPH_TOP_REFUSE_ROOT: 'maybe' }, code: 2, says: /TCP_CHRONOGRAPH_TOP_REFUSE_ROOT "maybe": expected true or false/ },
+  // root where the user asked for the refusal: refused, with the fix
+  { name: 'root: proxy --refuse-root', args: ['proxy', '--refuse-root', '--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:1'], code: 2, says: /proxy --refuse-root: refusing to run as root \(euid 0\); run it as an unprivileged user, or leave out --refuse-root/ },
+  { name: 'root: top --refuse-root', args: ['top', '--refuse-root', '--once'], code: 2, says: /top --refuse-root: refusing to run as root \(euid 0\)/ },
+  { name: 'root: diagnose, TCP_CHRONOGRAPH_DIAGNOSE_REFUSE_ROOT=1', args: ['diagnose', '--from', 'http://127.0.0.1:1'], env: { TCP_CHRONOGRAPH_DIAGNOSE_REFUSE_ROOT: '1' }, code: 2, says: /diagnose --refuse-root: refusing to run as root/ },
   // runtime: the world refuses
   { name: 'watch port in use', args: () => ['watch', '--listen', `127.0.0.1:${busyPort}`], code: 1, says: /cannot listen on 127\.0\.0\.1:\d+: the address is in use; choose another with --listen/ },
   { name: 'proxy port in use', args: () => ['proxy', '--listen', `127.0.0.1:${busyPort}`, '--upstream', '127.0.0.1:1'], code: 1, says: /the address is in use; choose another with --listen/ },
@@ -145,8 +143,7 @@ describe('bad input from people: exit 2 (usage) or 1 (runtime), one sentence, no
   it.each(CASES.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const args = typeof c.args === 'function' ? c.args() : c.args;
     // Only the case's own variables: none inherited from the test's environment.
-    const allowRoot = c.root === true ? {} : { TCP_CHRONOGRAPH_PROXY_ALLOW_ROOT: '1', TCP_CHRONOGRAPH_TOP_ALLOW_ROOT: '1', TCP_CHRONOGRAPH_DIAGNOSE_ALLOW_ROOT: '1' };
-    const env: Record<string, string> = { TCP_CHRONOGRAPH_LOG_FORMAT: 'json', ...allowRoot, ...c.env };
+    const env: Record<string, string> = { TCP_CHRONOGRAPH_LOG_FORMAT: 'json', ...c.env };
     const prefix = c.nobody === true ? NOBODY : c.oldKernel === true ? [nosys] : undefined;
     const r = runCli(args, { env, ...(prefix !== undefined && { prefix }), timeoutMs: 15_000 });
     const lines = r.stderr.split('\n').filter((l) => l !== '');

@@ -1,7 +1,8 @@
 // Least privilege, end to end with the built CLI (tests run as root):
 // watch and attach drop, in every thread, the capabilities they do not use
-// and keep working; proxy, top and diagnose refuse root unless --allow-root,
-// and then drop every capability; an unprivileged run attempts nothing.
+// and keep working; proxy, top and diagnose run as root too (proxy drops
+// every capability, top and diagnose keep owner lookup's two) unless asked to
+// refuse it (--refuse-root); an unprivileged run attempts nothing.
 // Every thread is read from /proc/<agent>/task/*/status (capabilities are per
 // thread: one thread left with the old set would defeat the drop).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -9,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { capMask, KEEP, parseCapStatus, type CapStatus } from '../../agent/cli/privileges.js';
+import { capMask, KEEP, parseCapStatus, wantedCapabilities, type CapStatus } from '../../agent/cli/privileges.js';
 import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 import { TARGET } from '../attach/helpers.js';
 
@@ -196,36 +197,33 @@ describe('watch and attach as root: keep only what they use, in every thread', (
   }, 40_000);
 });
 
-describe('proxy, top and diagnose need nothing: they refuse root unless --allow-root', () => {
-  const REFUSED = /^tcp-chronograph: (proxy|top|diagnose) needs no privilege and refuses to run as root: run as an unprivileged user, or pass --allow-root$/;
+describe('proxy, top and diagnose run as root, keeping only what they need, unless --refuse-root', () => {
+  const REFUSED = /^tcp-chronograph: (proxy|top|diagnose) --refuse-root: refusing to run as root \(euid 0\); run it as an unprivileged user, or leave out --refuse-root/;
   it.each([
-    ['proxy', ['proxy', '--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:1']],
-    ['top', ['top', '--once']],
-    ['diagnose', ['diagnose', '--for', '1s']],
-    ['diagnose --from', ['diagnose', '--from', 'http://127.0.0.1:1']],
-  ])('%s as root: exit 2 and one sentence naming the fix', (_name, args) => {
-    const r = runCli(args, { env: { TCP_CHRONOGRAPH_PROXY_ALLOW_ROOT: '', TCP_CHRONOGRAPH_TOP_ALLOW_ROOT: '', TCP_CHRONOGRAPH_DIAGNOSE_ALLOW_ROOT: '' } });
+    ['proxy', ['proxy', '--refuse-root', '--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:1']],
+    ['top', ['top', '--refuse-root', '--once']],
+    ['diagnose', ['diagnose', '--refuse-root', '--for', '1s']],
+    ['diagnose --from', ['diagnose', '--refuse-root', '--from', 'http://127.0.0.1:1']],
+  ])('%s --refuse-root as root: exit 2 and one sentence naming the fix', (_name, args) => {
+    const r = runCli(args);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr.trim()).toMatch(REFUSED);
   });
 
-  it('usage errors come first, --help still works, and an unprivileged user is not refused', () => {
+  it('usage errors come first, --help still works, an unprivileged user with --refuse-root runs, --allow-root is still accepted', () => {
     expect(runCli(['top', '--sort', 'nope'])).toMatchObject({ code: 2, stderr: expect.stringMatching(/expected one of stall/) });
     const help = runCli(['proxy', '--help']);
     expect(help.code).toBe(0);
-    expect(help.stdout).toMatch(/--allow-root\n.*needs no privilege[\s\S]*env TCP_CHRONOGRAPH_PROXY_ALLOW_ROOT/);
-    expect(runCli(['watch', '--help']).stdout).not.toContain('--allow-root');
-    expect(runCli(['proxy', '--listen', '127.0.0.1:0'], { prefix: NOBODY })).toMatchObject({ code: 2, stderr: expect.stringMatching(/--upstream is required/) });
+    expect(help.stdout).toMatch(/--refuse-root\n.*Refuse to start as root[\s\S]*env TCP_CHRONOGRAPH_PROXY_REFUSE_ROOT/);
+    expect(help.stdout).toMatch(/--allow-root\n.*Deprecated, has no effect/);
+    expect(runCli(['watch', '--help']).stdout).not.toContain('--refuse-root');
+    expect(runCli(['proxy', '--refuse-root', '--listen', '127.0.0.1:0'], { prefix: NOBODY })).toMatchObject({ code: 2, stderr: expect.stringMatching(/--upstream is required/) });
+    expect(runCli(['top', '--refuse-root', '--once', '--interval', '100ms'], { prefix: NOBODY })).toMatchObject({ code: 0, stdout: expect.stringMatching(/^tcp-chronograph top/) });
+    expect(runCli(['top', '--allow-root', '--once', '--interval', '100ms'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^tcp-chronograph top/) });
   });
 
-  it('TCP_CHRONOGRAPH_TOP_ALLOW_ROOT=1 is --allow-root', () => {
-    const r = runCli(['top', '--once', '--interval', '100ms'], { env: { TCP_CHRONOGRAPH_TOP_ALLOW_ROOT: '1' } });
-    expect(r).toMatchObject({ code: 0 });
-    expect(r.stdout).toMatch(/^tcp-chronograph top/);
-  });
-
-  it('proxy --allow-root binds a port below 1024, then drops every capability in every thread and relays', async () => {
+  it('proxy as root binds a port below 1024, then drops every capability in every thread, says so in its start line, and relays', async () => {
     const upstream = net.createServer((s) => s.end('hello\n')).listen(0, '127.0.0.1');
     await new Promise((r) => upstream.once('listening', r));
     try {
@@ -239,8 +237,8 @@ describe('proxy, top and diagnose need nothing: they refuse root unless --allow-
         }
       }
       const up = (upstream.address() as net.AddressInfo).port;
-      const agent = start(['node', CLI, 'proxy', '--allow-root', '--listen', `127.0.0.1:${low}`, '--upstream', `127.0.0.1:${up}`, '--metrics-listen', '127.0.0.1:0']);
-      await agent.msg('proxying');
+      const agent = start(['node', CLI, 'proxy', '--listen', `127.0.0.1:${low}`, '--upstream', `127.0.0.1:${up}`, '--metrics-listen', '127.0.0.1:0']);
+      expect(await agent.msg('proxying')).toMatchObject({ capabilities: 'proxy needs no privilege: every capability is dropped now' });
       expect(await agent.msg('capabilities dropped')).toMatchObject({ mode: 'proxy', kept: 'none', noNewPrivs: true });
       expectEveryThread(agent.pid, 0n);
       const got = await new Promise<string>((resolve, reject) => {
@@ -253,18 +251,26 @@ describe('proxy, top and diagnose need nothing: they refuse root unless --allow-
     }
   }, 20_000);
 
-  it('top --allow-root (batch) drops every capability in every thread', async () => {
-    const top = start(['node', CLI, 'top', '--allow-root', '--interval', '300ms']);
+  it('top as root (batch) keeps only what owner lookup needs, in every thread', async () => {
+    const top = start(['node', CLI, 'top', '--interval', '300ms']);
     await untilLine(top, /^tcp-chronograph top/);
-    expectEveryThread(top.pid, 0n);
+    expectEveryThread(top.pid, capMask(KEEP.top));
     // top writes no log line (stdout is its table)
     expect(top.lines.filter((l) => l.startsWith('{'))).toEqual([]);
   });
 
-  it('diagnose --allow-root drops every capability in every thread', async () => {
-    const d = start(['node', CLI, 'diagnose', '--allow-root', '--for', '5s', '--json']);
-    expect(await d.msg('capabilities dropped')).toMatchObject({ mode: 'diagnose', kept: 'none' });
-    expectEveryThread(d.pid, 0n);
+  it('without owner lookup (top/diagnose --from, watch --owners off) nothing is kept; attach and trace keep theirs', () => {
+    for (const mode of ['top', 'diagnose', 'watch', 'proxy'] as const) expect(wantedCapabilities(mode, { owners: false })).toEqual([]);
+    expect(wantedCapabilities('attach', { owners: false })).toEqual(KEEP.attach);
+    expect(wantedCapabilities('trace', { owners: false })).toEqual(['bpf']);
+    expect(wantedCapabilities('watch', { netns: true })).toEqual(['dac_read_search', 'sys_ptrace', 'sys_admin']);
+  });
+
+  it('diagnose as root keeps only what owner lookup needs, in every thread, and says so in its first line', async () => {
+    const d = start(['node', CLI, 'diagnose', '--for', '5s', '--json']);
+    expect(await d.msg('diagnosing')).toMatchObject({ capabilities: 'keeps CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE, drops every other capability now' });
+    expect(await d.msg('capabilities dropped')).toMatchObject({ mode: 'diagnose', kept: ['dac_read_search', 'sys_ptrace'] });
+    expectEveryThread(d.pid, capMask(KEEP.diagnose));
   });
 });
 

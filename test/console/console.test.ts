@@ -24,10 +24,8 @@ const SCREENSHOT = process.env.UPDATE_SCREENSHOT === '1' ? join(ROOT, 'docs/live
 const SLOW_PORT = 5201; // slow reader, tiny receive buffer: rwnd-limited
 const FAST_PORT = 5202; // fast reader over the shaped path: network-limited
 const AGENT = '127.0.0.1:9481';
-// top and diagnose need no privilege and refuse root without --allow-root, which drops every
-// capability: a root process without them cannot read the fds of a root process that has them.
-// So the servers and the top/diagnose that must name them run as one unprivileged user, as a
-// person would run them (README: Privileges); top in tmux runs as root with --allow-root.
+// The servers and the top/diagnose that must name them run as one unprivileged user, as a
+// person would run them (docs/privileges.md); top in tmux runs as root, as an operator's would.
 const NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'];
 
 function ensureBuilt(): void {
@@ -126,7 +124,7 @@ describe('console: top, diagnose and the live page', () => {
     // top's exit status goes to a file: tmux 3.3 sometimes leaves an exited
     // pane process unreaped (a zombie) and then never reports its status.
     const statusFile = join(tmp, 'top-status');
-    await t('new-session', '-d', '-s', 'top', '-x', '110', '-y', '20', `ip netns exec ${lab.server.ns} sh -c 'node ${CLI} top --allow-root --interval 500ms --port ${SLOW_PORT}-${FAST_PORT}; echo "exit=$?" > ${statusFile}'`, ';', 'set-option', '-t', 'top', 'remain-on-exit', 'on');
+    await t('new-session', '-d', '-s', 'top', '-x', '110', '-y', '20', `ip netns exec ${lab.server.ns} sh -c 'node ${CLI} top --interval 500ms --port ${SLOW_PORT}-${FAST_PORT}; echo "exit=$?" > ${statusFile}'`, ';', 'set-option', '-t', 'top', 'remain-on-exit', 'on');
     const pane = (): Promise<string> => t('capture-pane', '-p', '-t', 'top');
     const order = async (): Promise<number[]> => {
       const text = await pane();

@@ -91,7 +91,7 @@ beforeAll(async () => {
   const b = await start(['watch', '--listen', '127.0.0.1:0', '--interval', '100ms', '--destroy-feed', 'off', '--auth-token-file', join(dir, 'token'),
     '--tls-cert', join(dir, 'cert.pem'), '--tls-key', join(dir, 'key.pem'), '--redact', 'remote=prefix/24', '--port', String(hp)], /"msg":"watching"/);
   tlsBase = b.listen!.replace(/^https?:\/\//, '');
-  const p = await start(['proxy', '--allow-root', '--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${hp}`, '--metrics-listen', '127.0.0.1:0', '--redact', 'remote=hash'], /"msg":"proxying"/);
+  const p = await start(['proxy', '--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${hp}`, '--metrics-listen', '127.0.0.1:0', '--redact', 'remote=hash'], /"msg":"proxying"/);
   proxyMetrics = p.metrics!.replace(/^https?:\/\//, '');
   await new Promise((r) => setTimeout(r, 400));
 });

@@ -13,8 +13,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 
 const MiB = 1024 * 1024;
-// The tests run as root; proxy needs no privilege and refuses root without it (README: Privileges).
-const ALLOW_ROOT = { env: { TCP_CHRONOGRAPH_PROXY_ALLOW_ROOT: '1' } };
 
 /** Resolves with the first stdout line matching `re` (as parsed JSON when it is JSON). */
 function waitForLine(child: ChildProcess, re: RegExp, ms = 10_000): Promise<string> {
@@ -77,7 +75,7 @@ interface Started {
 }
 
 async function startProxy(args: string[]): Promise<Started> {
-  const child = spawn('node', [CLI, 'proxy', '--allow-root', '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn('node', [CLI, 'proxy', '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const line = JSON.parse(await waitForLine(child, /"msg":"proxying"/)) as { listen: string; metrics: string };
   return { child, listen: line.listen, metrics: line.metrics };
 }
@@ -129,7 +127,7 @@ describe('tcp-chronograph proxy (CLI)', () => {
       [['proxy', '--listen', ':8080', '--upstream', '127.0.0.1:1', '--bogus'], /unknown flag --bogus/],
     ];
     for (const [args, re] of cases) {
-      const r = runCli(args, ALLOW_ROOT);
+      const r = runCli(args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(re);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -145,16 +143,16 @@ describe('tcp-chronograph proxy (CLI)', () => {
     expect(help.stdout).toMatch(/env TCP_CHRONOGRAPH_PROXY_METRICS_LISTEN[;)]/);
     expect(help.stdout).not.toMatch(/env TCP_CHRONOGRAPH_(?!PROXY_)/);
     // watch's metrics address is not where the proxy's clients connect.
-    const watchVar = runCli(['proxy', '--upstream', '127.0.0.1:1'], { env: { ...ALLOW_ROOT.env, TCP_CHRONOGRAPH_LISTEN: '127.0.0.1:9465' } });
+    const watchVar = runCli(['proxy', '--upstream', '127.0.0.1:1'], { env: { TCP_CHRONOGRAPH_LISTEN: '127.0.0.1:9465' } });
     expect(watchVar.code).toBe(2);
     expect(watchVar.stderr).toMatch(/--listen is required/);
-    const own = runCli(['proxy', '--upstream', '127.0.0.1:1'], { env: { ...ALLOW_ROOT.env, TCP_CHRONOGRAPH_PROXY_LISTEN: 'nowhere' } });
+    const own = runCli(['proxy', '--upstream', '127.0.0.1:1'], { env: { TCP_CHRONOGRAPH_PROXY_LISTEN: 'nowhere' } });
     expect(own.code).toBe(2);
     expect(own.stderr.trim()).toMatch(/^tcp-chronograph: TCP_CHRONOGRAPH_PROXY_LISTEN "nowhere": expected host:port/);
   });
 
   it('an address in use is a runtime error (exit 1) that says which flag to change', () => {
-    const r = runCli(['proxy', '--listen', proxy.listen, '--upstream', '127.0.0.1:1'], ALLOW_ROOT);
+    const r = runCli(['proxy', '--listen', proxy.listen, '--upstream', '127.0.0.1:1']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/cannot listen for clients on .*: the address is in use; choose another with --listen/);
   });

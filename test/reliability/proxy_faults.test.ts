@@ -246,8 +246,6 @@ describe('proxy: upstream faults in one run', () => {
     dir = mkdtempSync(join(tmpdir(), 'tcp-chrono-proxy-faults-'));
     const eventsFile = join(dir, 'events.jsonl');
     await upstream.listen();
-    // Another change may make the proxy refuse root unless told: pass the flag when it exists.
-    const allowRoot = process.getuid?.() === 0 && runCli(['proxy', '--help']).stdout.includes('--allow-root') ? ['--allow-root'] : [];
     proxy = spawn(
       'node',
       [
@@ -263,7 +261,6 @@ describe('proxy: upstream faults in one run', () => {
         '1s',
         '--events',
         eventsFile,
-        ...allowRoot,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TCP_CHRONOGRAPH_LOG_FORMAT: 'json' } },
     );
