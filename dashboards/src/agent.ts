@@ -86,6 +86,16 @@ export function agentDashboard(): dashboard.Dashboard {
             ],
           }),
           timeseriesPanel({
+            title: 'Network namespaces watched',
+            description:
+              'watch --netns agents: the namespaces each one watches (found again before every poll). Each with TCP sockets costs one sock_diag dump per poll, which walks the host’s whole TCP hash table (docs/modes.md). Empty for single-namespace agents.',
+            unit: 'short',
+            min: 0,
+            w: 8,
+            h: 8,
+            queries: [{ expr: `sum by (job, instance) (tcp_chrono_agent_namespaces{${TARGET}})`, legend: '{{instance}}' }],
+          }),
+          timeseriesPanel({
             title: 'Per-connection series dropped',
             description:
               'Connections left out of the per-connection series by --max-connections at the last scrape (the per-port aggregates still count them). Raise the cap or narrow --port / --remote-cidr.',

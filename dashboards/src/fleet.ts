@@ -1,7 +1,7 @@
 // Fleet overview: where sending time goes, per service (job) and port.
 import type * as dashboard from '@grafana/grafana-foundation-sdk/dashboard';
-import { buildDashboard, RATE, TARGET_PORT, tablePanel, timeseriesPanel } from './panels.js';
-import { Chrono } from './promql.js';
+import { buildDashboard, PORT_LEGEND, RATE, TARGET_PORT, tablePanel, timeseriesPanel } from './panels.js';
+import { Chrono, NETNS_LABELS } from './promql.js';
 
 const SHARES_HELP =
   'Shares of connection time (they add up to 1): rwnd-limited = the peer’s receive window was full (the client is not reading); ' +
@@ -11,8 +11,9 @@ const SHARES_HELP =
 
 export function fleetDashboard(): dashboard.Dashboard {
   const all = new Chrono(TARGET_PORT, RATE, []);
-  const byPort = new Chrono(TARGET_PORT, RATE, ['job', 'port']);
-  const overRange = new Chrono(TARGET_PORT, '$__range', ['job', 'port']);
+  // Per job and port, and per network namespace where the agents watch several (watch --netns).
+  const byPort = new Chrono(TARGET_PORT, RATE, ['job', ...NETNS_LABELS, 'port']);
+  const overRange = new Chrono(TARGET_PORT, '$__range', ['job', ...NETNS_LABELS, 'port']);
 
   return buildDashboard({
     uid: 'tcp-chrono-fleet',
@@ -41,10 +42,10 @@ export function fleetDashboard(): dashboard.Dashboard {
           }),
           tablePanel({
             title: 'By service and port (over the time range)',
-            description: `${SHARES_HELP} Over the whole selected time range, one row per job and port.`,
+            description: `${SHARES_HELP} Over the whole selected time range, one row per job and port (and network namespace, with its pod, for watch --netns agents).`,
             w: 12,
             h: 9,
-            labels: ['job', 'port'],
+            labels: ['job', ...NETNS_LABELS, 'port'],
             sortBy: 'rwnd-limited',
             columns: [
               { name: 'connections (avg)', unit: 'short', query: { expr: overRange.open } },
@@ -66,7 +67,7 @@ export function fleetDashboard(): dashboard.Dashboard {
             threshold: 0.5,
             w: 12,
             h: 8,
-            queries: [{ expr: byPort.shareOfBusy(byPort.rwnd), legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: byPort.shareOfBusy(byPort.rwnd), legend: PORT_LEGEND }],
           }),
           timeseriesPanel({
             title: 'Send-buffer-limited share of busy time',
@@ -79,7 +80,7 @@ export function fleetDashboard(): dashboard.Dashboard {
             threshold: 0.1,
             w: 12,
             h: 8,
-            queries: [{ expr: byPort.shareOfBusy(byPort.sndbuf), legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: byPort.shareOfBusy(byPort.sndbuf), legend: PORT_LEGEND }],
           }),
         ],
       },
@@ -93,7 +94,7 @@ export function fleetDashboard(): dashboard.Dashboard {
             min: 0,
             w: 8,
             h: 8,
-            queries: [{ expr: `sum by (job, port) (tcp_chrono_connections{${TARGET_PORT}})`, legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: `sum by (job, ${NETNS_LABELS.join(', ')}, port) (tcp_chrono_connections{${TARGET_PORT}})`, legend: PORT_LEGEND }],
           }),
           timeseriesPanel({
             title: 'Connections closed per second',
@@ -102,7 +103,7 @@ export function fleetDashboard(): dashboard.Dashboard {
             min: 0,
             w: 8,
             h: 8,
-            queries: [{ expr: byPort.closed, legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: byPort.closed, legend: PORT_LEGEND }],
           }),
           timeseriesPanel({
             title: 'Busy connections by limit',
@@ -130,7 +131,7 @@ export function fleetDashboard(): dashboard.Dashboard {
             min: 0,
             w: 8,
             h: 8,
-            queries: [{ expr: byPort.acked, legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: byPort.acked, legend: PORT_LEGEND }],
           }),
           timeseriesPanel({
             title: 'Bytes retransmitted per second',
@@ -139,7 +140,7 @@ export function fleetDashboard(): dashboard.Dashboard {
             min: 0,
             w: 8,
             h: 8,
-            queries: [{ expr: byPort.retrans, legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: byPort.retrans, legend: PORT_LEGEND }],
           }),
           timeseriesPanel({
             title: 'Retransmitted share of bytes',
@@ -148,7 +149,7 @@ export function fleetDashboard(): dashboard.Dashboard {
             min: 0,
             w: 8,
             h: 8,
-            queries: [{ expr: `${byPort.retrans} / (${byPort.acked} > 0)`, legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: `${byPort.retrans} / (${byPort.acked} > 0)`, legend: PORT_LEGEND }],
           }),
         ],
       },

@@ -13,14 +13,20 @@ import * as timeseries from '@grafana/grafana-foundation-sdk/timeseries';
 
 export const DS: dashboard.DataSourceRef = { type: 'prometheus', uid: '${datasource}' };
 
-/** Selector fragments built from the template variables. */
+/**
+ * Selector fragments built from the template variables. `netns` matches the
+ * series of a single-namespace agent (no netns label) while it is All (.*).
+ */
 export const V = {
   job: 'job=~"$job"',
   instance: 'instance=~"$instance"',
+  netns: 'netns=~"$netns"',
   port: 'port=~"$port"',
 };
 export const TARGET = `${V.job}, ${V.instance}`;
-export const TARGET_PORT = `${V.job}, ${V.instance}, ${V.port}`;
+export const TARGET_PORT = `${V.job}, ${V.instance}, ${V.netns}, ${V.port}`;
+/** The legend of a per-(job, netns, port) series: the namespace last, so a single-namespace agent's reads as before. */
+export const PORT_LEGEND = '{{job}} :{{port}} {{netns}}';
 export const RATE = '$__rate_interval';
 
 export interface Query {
@@ -194,7 +200,11 @@ export function row(title: string): dashboard.RowBuilder {
   return new dashboard.RowBuilder(title);
 }
 
-/** The datasource variable and query variables for job, instance and (optionally) port. */
+/**
+ * The datasource variable and query variables for job, instance and
+ * (optionally) netns and port. netns lists the namespaces of watch --netns
+ * agents; with none (single-namespace agents) it offers only All.
+ */
 export function variables(opts: { port: boolean; agentMetrics: string }): dashboard.VariableModel[] {
   const ds = new dashboard.DatasourceVariableBuilder('datasource').label('Data source').type('prometheus');
   const q = (name: string, label: string, query: string): dashboard.QueryVariableBuilder =>
@@ -213,7 +223,10 @@ export function variables(opts: { port: boolean; agentMetrics: string }): dashbo
     q('job', 'Job', `label_values({__name__=~"${opts.agentMetrics}"}, job)`).build(),
     q('instance', 'Instance', `label_values({__name__=~"${opts.agentMetrics}", job=~"$job"}, instance)`).build(),
   ];
-  if (opts.port) vars.push(q('port', 'Port', 'label_values({__name__=~"tcp_chrono_busy_seconds_total|tcp_chrono_chunks_total", job=~"$job", instance=~"$instance"}, port)').build());
+  if (opts.port) {
+    vars.push(q('netns', 'Network namespace', 'label_values(tcp_chrono_busy_seconds_total{job=~"$job", instance=~"$instance"}, netns)').build());
+    vars.push(q('port', 'Port', 'label_values({__name__=~"tcp_chrono_busy_seconds_total|tcp_chrono_chunks_total", job=~"$job", instance=~"$instance", netns=~"$netns"}, port)').build());
+  }
   return vars;
 }
 

@@ -88,8 +88,17 @@ export class Chrono {
   }
 }
 
-/** The label set that names one exported connection. */
-export const CONNECTION_LABELS = ['job', 'instance', 'port', 'remote', 'pid', 'comm'] as const;
+/**
+ * The labels that name a network namespace (watch --netns: `netns`, and
+ * `pod_uid` with --netns-labels pod_uid, a function of netns). Absent from a
+ * single-namespace agent's series, where grouping by them changes nothing;
+ * with --netns, ports alone no longer name a service, so every per-port
+ * grouping keeps them.
+ */
+export const NETNS_LABELS = ['netns', 'pod_uid'] as const;
+
+/** The label set that names one exported connection (the same 4-tuple may be in two namespaces). */
+export const CONNECTION_LABELS = ['job', 'instance', 'netns', 'port', 'remote', 'pid', 'comm'] as const;
 
 /** Per-connection rates (no aggregation: one series per exported connection). */
 export function connectionRate(metric: string, m: Matchers, window: string): string {

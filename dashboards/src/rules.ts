@@ -4,13 +4,18 @@
 // `by (namespace, job, port)`. In Kubernetes the scrape configuration in
 // deploy/ sets `job` to the service (the pod's app.kubernetes.io/name) and
 // adds `namespace`; elsewhere `job` is the scrape job and `namespace` is
-// simply absent. Instances, pods and connections are aggregated away, so the
+// simply absent. Series of a watch --netns agent (one per node or host)
+// also carry `netns` and, with --netns-labels pod_uid, `pod_uid`: there a
+// port alone names no service (every pod may serve :8080), so the rollups
+// and alerts keep both (NETNS_LABELS), and for a single-namespace agent,
+// which has neither, they are what they were: the names stay
+// `namespace_job_port:…`. Instances, pods and connections are aggregated away, so the
 // rolled-up series number services × ports (ports are bounded: a listening
 // port each, and outbound connections share port="ephemeral"), which is what
 // federation or remote-write to long-term storage should carry.
 //
 // The shares are defined in promql.ts (the same definitions as the panels).
-import { Chrono, connectionRwndShare, STALLED_SHARE } from './promql.js';
+import { Chrono, connectionRwndShare, NETNS_LABELS, STALLED_SHARE } from './promql.js';
 
 export interface RecordingRule {
   record: string;
@@ -32,7 +37,9 @@ export interface RuleGroup {
 }
 
 export const WINDOW = '5m';
-const SVC = ['namespace', 'job', 'port'];
+const SVC = ['namespace', 'job', ...NETNS_LABELS, 'port'];
+const ON_SVC = `on (${SVC.join(', ')})`;
+const BY_SVC = `sum by (${SVC.join(', ')})`;
 const L = 'namespace_job_port';
 const LL = 'namespace_job_port_limit';
 const r = (name: string, op: string, level = L): string => `${level}:${name}:${op}`;
@@ -85,7 +92,7 @@ function rollups(): RecordingRule[] {
     { record: REC.retrans, expr: c.retrans },
     { record: REC.closed, expr: c.closed },
     // A lower bound: only connections the agent exports per connection (capped) are counted.
-    { record: REC.rwndConnections, expr: `count by (namespace, job, port) (${connectionRwndShare('', WINDOW)} > ${STALLED_SHARE})` },
+    { record: REC.rwndConnections, expr: `count by (${SVC.join(', ')}) (${connectionRwndShare('', WINDOW)} > ${STALLED_SHARE})` },
     { record: REC.chunks, expr: sum('tcp_chrono_chunks_total', [...SVC, 'limit']) },
     { record: REC.stalls, expr: sum('tcp_chrono_chunk_stalls_total', [...SVC, 'limit']) },
     { record: REC.chunkBytes, expr: sum('tcp_chrono_chunk_bytes_total', [...SVC, 'limit']) },
@@ -103,12 +110,14 @@ export const SNDBUF_SHARE = 0.1;
 export const STALL_SHARE = 0.05;
 
 function alerts(): AlertingRule[] {
-  const where = '{{ $labels.job }} port {{ $labels.port }}{{ with $labels.namespace }} (namespace {{ . }}){{ end }}';
+  const where =
+    '{{ $labels.job }} port {{ $labels.port }}{{ with $labels.namespace }} (namespace {{ . }}){{ end }}' +
+    '{{ with $labels.netns }} in network namespace {{ . }}{{ end }}{{ with $labels.pod_uid }} (pod {{ . }}){{ end }}';
   const agent = '{{ $labels.instance }} ({{ $labels.job }})';
   return [
     {
       alert: 'TCPChronoReceiveWindowLimited',
-      expr: `${REC.rwndShareBusy} > ${RWND_SHARE} and on (namespace, job, port) ${REC.busy} > ${MIN_BUSY}`,
+      expr: `${REC.rwndShareBusy} > ${RWND_SHARE} and ${ON_SVC} ${REC.busy} > ${MIN_BUSY}`,
       for: '10m',
       labels: { severity: 'warning' },
       annotations: {
@@ -123,7 +132,7 @@ function alerts(): AlertingRule[] {
     },
     {
       alert: 'TCPChronoSendBufferLimited',
-      expr: `${REC.sndbufShareBusy} > ${SNDBUF_SHARE} and on (namespace, job, port) ${REC.busy} > ${MIN_BUSY}`,
+      expr: `${REC.sndbufShareBusy} > ${SNDBUF_SHARE} and ${ON_SVC} ${REC.busy} > ${MIN_BUSY}`,
       for: '15m',
       labels: { severity: 'warning' },
       annotations: {
@@ -136,7 +145,7 @@ function alerts(): AlertingRule[] {
     },
     {
       alert: 'TCPChronoChunkStalls',
-      expr: `sum by (namespace, job, port) (${REC.stalls}) / (sum by (namespace, job, port) (${REC.chunks}) + sum by (namespace, job, port) (${REC.stalls})) > ${STALL_SHARE}`,
+      expr: `${BY_SVC} (${REC.stalls}) / (${BY_SVC} (${REC.chunks}) + ${BY_SVC} (${REC.stalls})) > ${STALL_SHARE}`,
       for: '10m',
       labels: { severity: 'warning' },
       annotations: {

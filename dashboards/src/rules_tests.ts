@@ -34,6 +34,9 @@ const S = (name: string, labels: Record<string, string>): string =>
 const svc = (port: string): Record<string, string> => ({ namespace: 'video', job: 'streamer', instance: '10.0.0.1:9465', port });
 const agent = (instance: string): Record<string, string> => ({ namespace: 'video', job: 'streamer', instance });
 const out = (port: string): Record<string, string> => ({ namespace: 'video', job: 'streamer', port });
+// A per-node agent (deploy/daemonset.yaml): its own job and namespace, each pod's namespace and UID on the series.
+const node = (netns: string, podUid: string): Record<string, string> => ({ namespace: 'monitoring', job: 'tcp-chronograph', instance: '10.0.0.9:9465', netns, pod_uid: podUid, port: '8080' });
+const nodeOut = (netns: string, podUid: string): Record<string, string> => ({ namespace: 'monitoring', job: 'tcp-chronograph', netns, pod_uid: podUid, port: '8080' });
 
 const groups: TestGroup[] = [
   {
@@ -97,6 +100,44 @@ const groups: TestGroup[] = [
           { labels: S('', out('8080')), value: 1 },
           { labels: S('', out('8081')), value: 1 },
           { labels: S('', out('8082')), value: 1 },
+        ],
+      },
+    ],
+  },
+  {
+    name: 'one agent per node (watch --netns): two pods serve port 8080 on one node; only the one whose clients do not read fires, under its netns and pod_uid, and the rollups keep them apart',
+    interval: '1m',
+    series: {
+      // pod a: one connection always busy, 45 s a minute rwnd-limited.
+      [S('tcp_chrono_busy_seconds_total', node('cni-a', 'uid-a'))]: '0+60x40',
+      [S('tcp_chrono_rwnd_limited_seconds_total', node('cni-a', 'uid-a'))]: '0+45x40',
+      [S('tcp_chrono_sndbuf_limited_seconds_total', node('cni-a', 'uid-a'))]: '0x40',
+      [S('tcp_chrono_connections', node('cni-a', 'uid-a'))]: '1x40',
+      // pod b, same port: busy, never rwnd-limited (summed with a, the port would be 37.5 %: no alert for anyone).
+      [S('tcp_chrono_busy_seconds_total', node('cni-b', 'uid-b'))]: '0+60x40',
+      [S('tcp_chrono_rwnd_limited_seconds_total', node('cni-b', 'uid-b'))]: '0x40',
+      [S('tcp_chrono_sndbuf_limited_seconds_total', node('cni-b', 'uid-b'))]: '0x40',
+      [S('tcp_chrono_connections', node('cni-b', 'uid-b'))]: '1x40',
+    },
+    alerts: [
+      {
+        at: '20m',
+        alert: 'TCPChronoReceiveWindowLimited',
+        firing: [
+          {
+            labels: { severity: 'warning', ...nodeOut('cni-a', 'uid-a') },
+            summary: "tcp-chronograph port 8080 (namespace monitoring) in network namespace cni-a (pod uid-a): 75% of sending time is limited by clients' receive windows",
+          },
+        ],
+      },
+    ],
+    exprs: [
+      {
+        at: '20m',
+        expr: 'namespace_job_port:tcp_chrono_rwnd_limited_share_of_busy:ratio5m',
+        samples: [
+          { labels: S('namespace_job_port:tcp_chrono_rwnd_limited_share_of_busy:ratio5m', nodeOut('cni-a', 'uid-a')), value: 0.75 },
+          { labels: S('namespace_job_port:tcp_chrono_rwnd_limited_share_of_busy:ratio5m', nodeOut('cni-b', 'uid-b')), value: 0 },
         ],
       },
     ],

@@ -1,8 +1,8 @@
 // Receive-window stalls: which connections (clients) are not reading, and how
 // that shows in per-chunk delivery times.
 import type * as dashboard from '@grafana/grafana-foundation-sdk/dashboard';
-import { buildDashboard, heatmapPanel, RATE, TARGET_PORT, tablePanel, timeseriesPanel } from './panels.js';
-import { Chrono, CONNECTION_LABELS, connectionRate, connectionRwndShare, STALLED_SHARE } from './promql.js';
+import { buildDashboard, heatmapPanel, PORT_LEGEND, RATE, TARGET_PORT, tablePanel, timeseriesPanel } from './panels.js';
+import { Chrono, CONNECTION_LABELS, connectionRate, connectionRwndShare, NETNS_LABELS, STALLED_SHARE } from './promql.js';
 
 const TOP = 20;
 
@@ -10,7 +10,7 @@ export function rwndDashboard(): dashboard.Dashboard {
   const share = connectionRwndShare(TARGET_PORT, RATE);
   const top = `topk(${TOP}, ${share})`;
   const onTop = (expr: string): string => `${expr} and on (${CONNECTION_LABELS.join(', ')}) ${top}`;
-  const byPort = new Chrono(TARGET_PORT, RATE, ['job', 'port']);
+  const byPort = new Chrono(TARGET_PORT, RATE, ['job', ...NETNS_LABELS, 'port']);
   const delivery = (limit: string): string =>
     `sum by (le) (rate(tcp_chrono_chunk_delivery_seconds_bucket{${TARGET_PORT}, limit="${limit}"}[${RATE}]))`;
 
@@ -30,7 +30,8 @@ export function rwndDashboard(): dashboard.Dashboard {
               'with the window the peer advertises now, the last delivery-rate sample and the smoothed RTT. A window near 0 with a high share is a client that stopped reading.',
             w: 24,
             h: 10,
-            labels: ['instance', 'port', 'remote', 'comm', 'pid'],
+            // netns, pod_uid, container_id: watch --netns (and --netns-labels) agents only; empty columns otherwise.
+            labels: ['instance', 'netns', 'pod_uid', 'port', 'remote', 'comm', 'pid', 'container_id'],
             sortBy: 'rwnd-limited share',
             columns: [
               { name: 'rwnd-limited share', unit: 'percentunit', query: { expr: top } },
@@ -53,7 +54,7 @@ export function rwndDashboard(): dashboard.Dashboard {
             min: 0,
             w: 8,
             h: 8,
-            queries: [{ expr: `count by (job, port) (${share} > ${STALLED_SHARE})`, legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: `count by (job, ${NETNS_LABELS.join(', ')}, port) (${share} > ${STALLED_SHARE})`, legend: PORT_LEGEND }],
           }),
           timeseriesPanel({
             title: 'Receive-window-limited time per second',
@@ -62,7 +63,7 @@ export function rwndDashboard(): dashboard.Dashboard {
             min: 0,
             w: 8,
             h: 8,
-            queries: [{ expr: byPort.rwnd, legend: '{{job}} :{{port}}' }],
+            queries: [{ expr: byPort.rwnd, legend: PORT_LEGEND }],
           }),
           timeseriesPanel({
             title: 'Smallest peer receive windows',
@@ -71,7 +72,7 @@ export function rwndDashboard(): dashboard.Dashboard {
             min: 0,
             w: 8,
             h: 8,
-            queries: [{ expr: `bottomk(10, tcp_chrono_connection_peer_rwnd_bytes{${TARGET_PORT}})`, legend: '{{remote}} {{comm}}' }],
+            queries: [{ expr: `bottomk(10, tcp_chrono_connection_peer_rwnd_bytes{${TARGET_PORT}})`, legend: '{{remote}} {{comm}} {{netns}}' }],
           }),
           timeseriesPanel({
             title: 'Stalled chunks per second by limit',

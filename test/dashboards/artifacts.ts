@@ -111,13 +111,17 @@ export function rules(): Rule[] {
  * would before sending a query: multi-value variables become a regex
  * alternation (`(a|b)`), All becomes the variable's allValue.
  */
-export function substitute(expr: string, values: { job: string; instance: string; port: string; rateInterval: string; interval: string; range: string }): string {
+export function substitute(
+  expr: string,
+  values: { job: string; instance: string; netns?: string; port: string; rateInterval: string; interval: string; range: string },
+): string {
   return expr
     .replaceAll('$__rate_interval', values.rateInterval)
     .replaceAll('$__interval', values.interval)
     .replaceAll('$__range', values.range)
     .replaceAll('$job', values.job)
     .replaceAll('$instance', values.instance)
+    .replaceAll('$netns', values.netns ?? '.*') // All (its default): also the series without a netns label
     .replaceAll('$port', values.port);
 }
 

@@ -13,7 +13,7 @@
 //     prometheus (random port, temp dir, 1 s scrapes, the repository's rules)
 //
 // Grafana's variables are replaced as Grafana would: $job by the two jobs as
-// a regex alternation, $instance and $port by All (.*), $__rate_interval by
+// a regex alternation, $instance, $netns and $port by All (.*), $__rate_interval by
 // 10s, $__range by the time since Prometheus started.
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -51,10 +51,14 @@ const MAY_BE_EMPTY: Record<string, string> = {
   'Delivery time: sndbuf-limited chunks / A': 'a tbf-shaped veth path leaves the send buffer almost never full (docs/kernel-notes.md#the-sndbuf-chronograph-on-shaped-paths): no sndbuf-limited chunk',
   'Delivery time: app-limited chunks / A': 'http.server answers at once: chunks are rarely app-limited',
   'Retransmitted segments and inexact chunks per second / B': 'the inexact counter appears with the first inexact chunk (coalesced writes, a dropped record): rare',
+  'Network namespaces watched / A': 'the watch agent here watches its own namespace only (no --netns): tcp_chrono_agent_namespaces is not exported',
 };
 
-/** Labels the agent may leave empty (Prometheus then drops them): owner unknown, route unmapped. */
-const OPTIONAL_LABELS = ['comm', 'pid', 'route'];
+/**
+ * Labels the agent may leave empty (Prometheus then drops them): owner unknown, route unmapped;
+ * or not export at all: netns, pod_uid, container_id only with watch --netns (and --netns-labels).
+ */
+const OPTIONAL_LABELS = ['comm', 'pid', 'route', 'netns', 'pod_uid', 'container_id'];
 
 /** Rule expressions (alerts) expected to be empty in a healthy scenario. */
 const QUIET_ALERTS = [
@@ -126,6 +130,7 @@ describe('dashboards and rules against a real Prometheus (two namespaces, tbf-sh
     substitute(expr, {
       job,
       instance: '.*',
+      netns: '.*',
       port: '.*',
       rateInterval: RATE_INTERVAL,
       interval: '2s',

@@ -62,6 +62,10 @@ describe('dashboards', () => {
       expect(names.slice(0, 3)).toEqual(['datasource', 'job', 'instance']);
       const usesPort = queries.some((q) => q.dashboard === dashboard.uid && q.expr.includes('$port'));
       expect(names.includes('port'), dashboard.uid).toBe(usesPort);
+      // The network namespace (watch --netns) goes with the port, before it: the port variable's values depend on it.
+      const usesNetns = queries.some((q) => q.dashboard === dashboard.uid && q.expr.includes('$netns'));
+      expect(names.includes('netns'), dashboard.uid).toBe(usesNetns);
+      if (usesNetns) expect(names.indexOf('netns'), dashboard.uid).toBe(names.indexOf('port') - 1);
     }
   });
 
@@ -73,7 +77,7 @@ describe('dashboards', () => {
 
   it('uses only the template variables it defines', () => {
     for (const q of queries) {
-      for (const m of q.expr.matchAll(/\$([a-zA-Z_]+)/g)) expect(['job', 'instance', 'port', '__rate_interval', '__range'], q.panel).toContain(m[1]);
+      for (const m of q.expr.matchAll(/\$([a-zA-Z_]+)/g)) expect(['job', 'instance', 'netns', 'port', '__rate_interval', '__range'], q.panel).toContain(m[1]);
     }
   });
 
