@@ -102,6 +102,10 @@ const CASES: Case[] = [
   // runtime: missing privileges for the chosen mode
   { name: 'nobody: unreadable token file', nobody: true, args: () => ['watch', '--auth-token-file', f('secret-token')], code: 2, says: /cannot read the token file: permission denied/ },
   { name: 'nobody: privileged port', nobody: true, args: ['watch', '--listen', '127.0.0.1:80'], code: 1, says: /permission denied \(ports below 1024 need CAP_NET_BIND_SERVICE\)/ },
+  { name: 'nobody: trace without CAP_BPF', nobody: true, args: ['trace', '--listen', '127.0.0.1:0'], code: 1, says: /needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON/ },
+  { name: 'trace: chunks', args: ['trace', '--chunks', 'sometimes'], code: 2, says: /--chunks "sometimes": expected response, write or idle=DURATION/ },
+  { name: 'trace: too many ports', args: ['trace', '--port', '1,2,3,4,5,6,7,8,9'], code: 2, says: /--port: at most 8 ports or ranges/ },
+  { name: 'trace: no such cgroup', args: ['trace', '--cgroup', '/nonexistent/cgroup'], code: 1, says: /--cgroup \/nonexistent\/cgroup does not exist; give a directory of the cgroup-v2 hierarchy/ },
   { name: 'nobody: attach without CAP_SYS_PTRACE', nobody: true, args: () => ['attach', '--pid', String(sleeper.pid)], code: 1, says: /attach needs CAP_SYS_PTRACE over the target/ },
   // runtime: a kernel too old for the mode (the syscall answers ENOSYS, as it does there)
   { name: 'old kernel: attach without pidfd_getfd', oldKernel: true, args: () => ['attach', '--pid', String(sleeper.pid)], code: 1, says: /this kernel has no pidfd_getfd\(\): attach needs Linux 5\.6 or later \(use `tcp-chronograph proxy` or `watch` instead\)$/ },
