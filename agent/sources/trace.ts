@@ -3,7 +3,7 @@
 // attaches it to a cgroup, and hands out the ring buffer's records and the
 // followed connections as decoded batches. The program lives as long as this
 // process holds its link (no pinning): it cannot outlive the agent.
-import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { isSystemError, native } from '../native.js';
 import type { PortRange } from '../parse/inet_diag.js';
@@ -76,13 +76,26 @@ export function kernelVersion(r = release()): [number, number] {
   return m === null ? [0, 0] : [Number(m[1]), Number(m[2])];
 }
 
+/** What traceUnavailable looks at (tests give other values). */
+export interface TraceHost {
+  /** The kernel release (uname -r). */
+  release: string;
+  /** Where the kernel's own BTF is (CO-RE needs it). */
+  btf: string;
+  /** Whether the addon has the BPF loader. */
+  loader: boolean;
+}
+
+const thisHost = (): TraceHost => ({ release: release(), btf: '/sys/kernel/btf/vmlinux', loader: traceBinding() !== undefined });
+
 /** Why the trace mode cannot run here, as one sentence; undefined when it can try. */
-export function traceUnavailable(cgroup: string): string | undefined {
-  if (traceBinding() === undefined) {
+export function traceUnavailable(cgroup: string, host: TraceHost = thisHost()): string | undefined {
+  if (!host.loader) {
     return 'this build has no BPF loader: the addon was built without libbpf (install libbpf-dev and pkg-config, then npm rebuild)';
   }
-  const [maj, min] = kernelVersion();
-  if (maj < 6 || (maj === 6 && min < 15)) return `trace needs Linux 6.15 or later (BPF TX timestamping); this kernel is ${release()}`;
+  const [maj, min] = kernelVersion(host.release);
+  if (maj < 6 || (maj === 6 && min < 15)) return `trace needs Linux 6.15 or later (BPF TX timestamping); this kernel is ${host.release}: use attach or proxy instead`;
+  if (!existsSync(host.btf)) return `trace needs a kernel with BTF (${host.btf}, CONFIG_DEBUG_INFO_BTF); this one has none: use attach or proxy instead`;
   try {
     if (!statSync(cgroup).isDirectory()) return `--cgroup ${cgroup} is not a directory of the cgroup-v2 hierarchy`;
   } catch {

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../agent/native.js';
 import { TRACE_CHUNK_SIZE, TRACE_CONN_SIZE, TRACE_EVENT_SIZE } from '../../agent/parse/trace_event.js';
-import { cgroup2Mount, kernelVersion, traceBinding } from '../../agent/sources/trace.js';
+import { cgroup2Mount, kernelVersion, traceBinding, traceUnavailable } from '../../agent/sources/trace.js';
 import { ensureBuilt, runCli } from '../helpers/cli.js';
 import {
   chunks,
@@ -266,6 +266,16 @@ function linksTo(progs: number[]): string[] {
 }
 
 describe('trace: lifetime and bad input', () => {
+  it('an old kernel, a kernel without BTF, a build without libbpf: one sentence each, with the way out', () => {
+    const ok = { release: '6.18.44', btf: '/sys/kernel/btf/vmlinux', loader: true };
+    const root = cgroup2Mount()!;
+    expect(traceUnavailable(root, ok)).toBeUndefined();
+    expect(traceUnavailable(root, { ...ok, release: '6.14.3-generic' })).toBe('trace needs Linux 6.15 or later (BPF TX timestamping); this kernel is 6.14.3-generic: use attach or proxy instead');
+    expect(traceUnavailable(root, { ...ok, release: '5.15.0' })).toMatch(/this kernel is 5\.15\.0: use attach or proxy instead$/);
+    expect(traceUnavailable(root, { ...ok, btf: '/nonexistent/vmlinux' })).toBe('trace needs a kernel with BTF (/nonexistent/vmlinux, CONFIG_DEBUG_INFO_BTF); this one has none: use attach or proxy instead');
+    expect(traceUnavailable(root, { ...ok, loader: false })).toMatch(/built without libbpf \(install libbpf-dev and pkg-config, then npm rebuild\)$/);
+  });
+
   it('a SIGKILLed agent leaves no BPF program loaded', async () => {
     const agent = await startTrace(['--port', String(await freePort())]);
     // This agent's programs, by id (other agents may run meanwhile: the other test file's).
