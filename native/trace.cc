@@ -8,6 +8,8 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -136,6 +138,19 @@ int RunIter(bpf_link* link, int ns_fd, const char** syscall) {
   return err;
 }
 
+// The verifier gives up with EAGAIN whenever a signal is pending, and takes
+// long enough on this program that a profiler's SIGPROF (node --cpu-prof)
+// arrives every time, beyond libbpf's five retries: this thread takes no
+// signal until the load is over (they are delivered right after).
+int LoadWithSignalsBlocked(trace_bpf* skel) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int err = trace_bpf__load(skel);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return err;
+}
+
 // traceOpen(cgroupPath, {chunkMode, idleNs, sample, ports: [[from, to]…], tgid, maxSockets, ringBytes}) → tracer
 Napi::Value TraceOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -181,7 +196,7 @@ Napi::Value TraceOpen(const Napi::CallbackInfo& info) {
   }
   int err = bpf_map__set_max_entries(t->skel->maps.conns, std::max<uint32_t>(16, U32(o, "maxSockets", 65536)));
   if (err == 0) err = bpf_map__set_max_entries(t->skel->maps.events, U32(o, "ringBytes", 1u << 22));
-  if (err == 0) err = trace_bpf__load(t->skel);
+  if (err == 0) err = LoadWithSignalsBlocked(t->skel);
   if (err != 0) {
     Finalize(env, t);
     throw LibbpfError(env, "bpf_object__load", -err);

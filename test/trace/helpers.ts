@@ -237,9 +237,9 @@ export interface TraceAgent {
 }
 
 /** The trace agent; killed if its start line does not come. */
-/** Starts `trace` (under `prefix`, e.g. setpriv, when given) and resolves with its start line. */
-export async function startTrace(args: string[], prefix: string[] = []): Promise<TraceAgent> {
-  const argv = [...prefix, 'node', CLI, 'trace', '--listen', '127.0.0.1:0', '--log-format', 'json', ...args];
+/** Starts `trace` (under `prefix`, e.g. setpriv, and with node's own `nodeFlags` when given) and resolves with its start line. */
+export async function startTrace(args: string[], prefix: string[] = [], nodeFlags: string[] = []): Promise<TraceAgent> {
+  const argv = [...prefix, 'node', ...nodeFlags, CLI, 'trace', '--listen', '127.0.0.1:0', '--log-format', 'json', ...args];
   const child = track(spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }));
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));

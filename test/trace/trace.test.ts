@@ -4,6 +4,9 @@
 // its own process; every server, client and agent is killed after each test,
 // and a SIGKILLed agent is shown to leave no BPF program behind.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../agent/native.js';
 import { TRACE_CHUNK_SIZE, TRACE_CONN_SIZE, TRACE_EVENT_SIZE } from '../../agent/parse/trace_event.js';
@@ -274,6 +277,17 @@ describe('trace: lifetime and bad input', () => {
     expect(traceUnavailable(root, { ...ok, release: '5.15.0' })).toMatch(/this kernel is 5\.15\.0: use attach or proxy instead$/);
     expect(traceUnavailable(root, { ...ok, btf: '/nonexistent/vmlinux' })).toBe('trace needs a kernel with BTF (/nonexistent/vmlinux, CONFIG_DEBUG_INFO_BTF); this one has none: use attach or proxy instead');
     expect(traceUnavailable(root, { ...ok, loader: false })).toMatch(/built without libbpf \(install libbpf-dev and pkg-config, then npm rebuild\)$/);
+  });
+
+  it('loads under a signal storm (node --cpu-prof: SIGPROF all along the verifier run)', async () => {
+    const prof = mkdtempSync(join(tmpdir(), 'tcpchrono-prof-'));
+    try {
+      const agent = await startTrace(['--port', String(await freePort())], [], ['--cpu-prof', `--cpu-prof-dir=${prof}`]);
+      expect(agent.started.msg).toBe('tracing');
+      expect(await stopTrace(agent)).toBe(0);
+    } finally {
+      rmSync(prof, { recursive: true, force: true });
+    }
   });
 
   it('a SIGKILLed agent leaves no BPF program loaded', async () => {
