@@ -4,10 +4,17 @@
 // messages but decoding nothing.
 // Usage: rawdump ITERATIONS  ->  "sockets=N median_ms=X min_ms=Y cpu_ms=Z"
 // (cpu: median user+system CPU time of one poll, less sensitive to a busy machine)
+//        rawdump ITERATIONS [-4] NETNS_PATH...  (bench/diag/netns.mjs): one
+// socket made inside each network namespace (setns, then back), and one
+// iteration dumps them all in turn, as watch --netns polls; -4: IPv4 only
+// (what the agent dumps where sockstat shows no TCPv6 socket).
+#define _GNU_SOURCE
+#include <fcntl.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,24 +77,55 @@ static int cmp(const void* a, const void* b) {
 int main(int argc, char** argv) {
   int iters = argc > 1 ? atoi(argv[1]) : 5;
   if (iters < 1 || iters > 1000) iters = 5;
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) {
-    perror("socket");
-    return 1;
+  int v4only = 0, first = 2;
+  if (argc > 2 && strcmp(argv[2], "-4") == 0) v4only = 1, first = 3;
+  int nfds = argc > first ? argc - first : 1;
+  int* fds = calloc(nfds, sizeof(int));
+  if (argc > first) {
+    int own = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    for (int i = 0; i < nfds; i++) {
+      int ns = open(argv[first + i], O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || setns(ns, CLONE_NEWNET) < 0) {
+        perror(argv[first + i]);
+        return 1;
+      }
+      close(ns);
+      fds[i] = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+      if (fds[i] < 0) {
+        perror("socket");
+        return 1;
+      }
+    }
+    if (own < 0 || setns(own, CLONE_NEWNET) < 0) {
+      perror("setns back");
+      return 1;
+    }
+    close(own);
+  } else {
+    fds[0] = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fds[0] < 0) {
+      perror("socket");
+      return 1;
+    }
   }
   double* t = calloc(iters, sizeof(double));
   double* c = calloc(iters, sizeof(double));
   long sockets = 0;
+  unsigned seq = 0;
   for (int i = 0; i < iters; i++) {
     double t0 = now_ms(), c0 = cpu_ms();
-    long a = dump(fd, AF_INET, 2 * i + 1), b = dump(fd, AF_INET6, 2 * i + 2);
+    long total = 0;
+    for (int k = 0; k < nfds; k++) {
+      long a = dump(fds[k], AF_INET, ++seq), b = v4only ? 0 : dump(fds[k], AF_INET6, ++seq);
+      if (a < 0 || b < 0) {
+        perror("dump");
+        return 1;
+      }
+      total += a + b;
+    }
     t[i] = now_ms() - t0;
     c[i] = cpu_ms() - c0;
-    if (a < 0 || b < 0) {
-      perror("dump");
-      return 1;
-    }
-    sockets = a + b;
+    sockets = total;
   }
   qsort(t, iters, sizeof(double), cmp);
   qsort(c, iters, sizeof(double), cmp);

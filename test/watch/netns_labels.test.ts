@@ -125,6 +125,7 @@ describe.skipIf(!usable)('watch --netns-labels: a pod and its containers laid ou
   let podNetns = '';
   let otherNetns = '';
   let clientAddr = '';
+  let pausePid = 0;
   let otherClientAddr = '';
   let agent: Agent;
 
@@ -136,7 +137,8 @@ describe.skipIf(!usable)('watch --netns-labels: a pod and its containers laid ou
     // The sandbox: enters its scope, then makes the pod's namespace (it stays the lowest pid there).
     const pause = start('echo $$ > "$1/cgroup.procs" && exec unshare -n sh -c "ip link set lo up && echo ready && exec sleep 300"', scope('pause'));
     await waitForLine(pause, /^ready$/, WAIT_MS);
-    const net = `/proc/${pause.pid!}/ns/net`;
+    pausePid = pause.pid!;
+    const net = `/proc/${pausePid}/ns/net`;
     podNetns = `inode:${/\[(\d+)\]/.exec(readlinkSync(net))![1]!}`;
     // Two containers of the pod: each enters its scope, then the pod's namespace.
     const server = start('echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" python3 -c "$3"', scope('server'), net, PY_SERVER);
@@ -201,6 +203,24 @@ describe.skipIf(!usable)('watch --netns-labels: a pod and its containers laid ou
     for (const l of lines) expect(l).toContain('pod_uid=""');
     const conn = series(text, 'tcp_chrono_connection_bytes_acked_total', { netns: otherNetns, port: String(PORT), remote: otherClientAddr });
     expect(conn[0]).toContain('container_id=""');
+  });
+
+  it('a namespace given by its /run/netns name: its pod found through the processes in it', async () => {
+    // The pod's namespace bind-mounted as a named one (as CNI plugins do), then named alone.
+    const name = `tcn-labels-${process.pid}`;
+    execFileSync('ip', ['netns', 'attach', name, String(pausePid)]);
+    try {
+      const named = await startAgent(['--netns', `/run/netns/${name}`, '--netns-labels', 'pod_uid']);
+      const text = await eventually(async () => {
+        const t = await scrape(named);
+        return series(t, 'tcp_chrono_connections', { netns: name, port: String(PORT) }).length > 0 ? t : undefined;
+      }, WAIT_MS);
+      expect(series(text, 'tcp_chrono_connections', { netns: name, pod_uid: uid, port: String(PORT) })).toHaveLength(1);
+      expect(text).not.toContain('container_id=');
+      await stopChild(named.child);
+    } finally {
+      execFileSync('ip', ['netns', 'del', name]);
+    }
   });
 
   it('without --netns-labels: no pod_uid or container_id label', async () => {
