@@ -6,10 +6,12 @@
 // its own. Beside it a namespace in no pod. The series of the pod's
 // namespace carry its UID, each connection the ID of its owner's
 // container; the other namespace's carry empty ones; without the flag
-// there is no such label.
+// there is no such label. Also: a namespace named under /run/netns or given
+// by /proc/PID/ns/net, and a process moved into its pod's cgroup after the
+// agent first looked (found at a later discovery).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, stopChild, waitForLine } from '../../lab/lab.js';
@@ -99,8 +101,9 @@ interface Agent {
   port: number;
 }
 
-async function startAgent(extra: string[]): Promise<Agent> {
-  const child = spawn('node', [CLI, 'watch', '--netns', 'all', '--interval', '250ms', '--listen', '127.0.0.1:0', '--log-format', 'json', '--max-connections', '5000', ...extra], {
+/** An agent with `extra` flags, watching `--netns all` every 250 ms unless `which` says otherwise. */
+async function startAgent(extra: string[], which: string[] = ['--netns', 'all', '--interval', '250ms']): Promise<Agent> {
+  const child = spawn('node', [CLI, 'watch', ...which, '--listen', '127.0.0.1:0', '--log-format', 'json', '--max-connections', '5000', ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -210,7 +213,7 @@ describe.skipIf(!usable)('watch --netns-labels: a pod and its containers laid ou
     const name = `tcn-labels-${process.pid}`;
     execFileSync('ip', ['netns', 'attach', name, String(pausePid)]);
     try {
-      const named = await startAgent(['--netns', `/run/netns/${name}`, '--netns-labels', 'pod_uid']);
+      const named = await startAgent(['--netns-labels', 'pod_uid'], ['--netns', `/run/netns/${name}`, '--interval', '250ms']);
       const text = await eventually(async () => {
         const t = await scrape(named);
         return series(t, 'tcp_chrono_connections', { netns: name, port: String(PORT) }).length > 0 ? t : undefined;
@@ -221,6 +224,31 @@ describe.skipIf(!usable)('watch --netns-labels: a pod and its containers laid ou
     } finally {
       execFileSync('ip', ['netns', 'del', name]);
     }
+  });
+
+  it("a namespace's process moved into a pod's cgroup after discovery (as runc may do): its pod is found at a later discovery", async () => {
+    // A second pod, given by /proc/PID/ns/net: its first process starts in a plain cgroup.
+    const uid2 = randomUUID();
+    const pod2 = join(base, 'kubepods.slice', 'kubepods-besteffort.slice', `kubepods-besteffort-pod${uid2.replace(/-/g, '_')}.slice`);
+    const scope2 = join(pod2, `cri-containerd-${id()}.scope`);
+    mkdirSync(scope2, { recursive: true });
+    const late = start('echo $$ > "$1/cgroup.procs" && exec unshare -n sh -c "ip link set lo up && echo ready && exec sleep 300"', plain);
+    await waitForLine(late, /^ready$/, WAIT_MS);
+    const net = `/proc/${late.pid!}/ns/net`;
+    const label = `inode:${/\[(\d+)\]/.exec(readlinkSync(net))![1]!}`;
+    // Polls every 5 s: its first discovery (at the start) finds no pod, the move comes well within the next four.
+    const agent2 = await startAgent(['--netns-labels', 'pod_uid'], ['--netns', net, '--interval', '5s']);
+    writeFileSync(join(scope2, 'cgroup.procs'), String(late.pid!));
+    const server = start('echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" python3 -c "$3"', scope2, net, PY_SERVER);
+    await waitForLine(server, /^listening$/, WAIT_MS);
+    const client = start('echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" python3 -c "$3"', scope2, net, PY_CLIENT);
+    await waitForLine(client, /^connected /, WAIT_MS);
+    const text = await eventually(async () => {
+      const t = await scrape(agent2);
+      return series(t, 'tcp_chrono_connections', { netns: label, port: String(PORT) }).some((l) => l.includes(`pod_uid="${uid2}"`)) ? t : undefined;
+    }, WAIT_MS);
+    expect(series(text, 'tcp_chrono_connections', { netns: label, pod_uid: uid2, port: String(PORT) })).toHaveLength(1);
+    await stopChild(agent2.child);
   });
 
   it('without --netns-labels: no pod_uid or container_id label', async () => {
