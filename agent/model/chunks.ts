@@ -407,21 +407,24 @@ export class ChunkTracker {
       delta.sndbufBound = boundSeconds(busy, rwndLimited, sndbufLimited, { sndbuf: s0.sndbuf, cwnd: s0.cwnd, mss: s0.mss, full: c.bytes > s0.sndbuf });
     }
     const exact = !stalled && c.ack !== undefined && c.ack.key === c.offset + c.bytes - 1;
-    const rec: ChunkRecord = {
-      id: c.id,
-      ...(c.label !== undefined && { label: c.label }),
-      bytes: c.bytes,
-      offset: c.offset,
-      writeTime: c.writeTime,
-      lastWriteTime: c.lastWriteTime,
-      ...(c.sched !== undefined && { schedTime: c.sched, queueDelay: Math.max(0, c.sched - c.lastWriteTime) }),
-      ...(c.snd !== undefined && { sndTime: c.snd }),
-      ...(!stalled && c.ack !== undefined && { ackTime: c.ack.time }),
-      deliveryTime: span,
-      ...chunkFigures(delta, nonNeg(end.totalRetrans - c.start.totalRetrans), end, classify(delta, this.opts)),
-      stalled,
-      exact,
-    };
+    // Built by assignment, not spreads (once per chunk, often before the JIT
+    // has optimised this): the same fields in the same order.
+    const rec = { id: c.id } as ChunkRecord;
+    if (c.label !== undefined) rec.label = c.label;
+    rec.bytes = c.bytes;
+    rec.offset = c.offset;
+    rec.writeTime = c.writeTime;
+    rec.lastWriteTime = c.lastWriteTime;
+    if (c.sched !== undefined) {
+      rec.schedTime = c.sched;
+      rec.queueDelay = Math.max(0, c.sched - c.lastWriteTime);
+    }
+    if (c.snd !== undefined) rec.sndTime = c.snd;
+    if (!stalled && c.ack !== undefined) rec.ackTime = c.ack.time;
+    rec.deliveryTime = span;
+    putChunkFigures(rec, delta, nonNeg(end.totalRetrans - c.start.totalRetrans), end, classify(delta, this.opts));
+    rec.stalled = stalled;
+    rec.exact = exact;
     if (stalled) {
       this.counters.stalls++;
       this.events.stall(rec);
@@ -454,32 +457,34 @@ export function chunkFigures(
   retransmits: number,
   end: ChronoSnapshot | undefined,
   limit: Limit,
-): Pick<ChunkRecord, 'busy' | 'rwndLimited' | 'sndbufLimited' | 'sndbufBound' | 'appLimited' | 'retransmits' | 'deliveryRate' | 'cwnd' | 'srtt' | 'limit' | 'shares'> {
-  return {
-    busy: delta.busy,
-    rwndLimited: delta.rwndLimited,
-    sndbufLimited: delta.sndbufLimited,
-    ...(delta.sndbufBound !== undefined && delta.sndbufBound > 0 && { sndbufBound: delta.sndbufBound }),
-    appLimited: nonNeg(delta.span - Math.min(delta.busy, delta.span)),
-    retransmits,
-    ...(end?.deliveryRate !== undefined && { deliveryRate: end.deliveryRate }),
-    ...(end?.cwnd !== undefined && { cwnd: end.cwnd }),
-    ...(end?.srtt !== undefined && { srtt: end.srtt }),
-    limit,
-    shares: shares(delta),
-  };
+): ChunkFigures {
+  return putChunkFigures({} as ChunkFigures, delta, retransmits, end, limit);
+}
+
+type ChunkFigures = Pick<ChunkRecord, 'busy' | 'rwndLimited' | 'sndbufLimited' | 'sndbufBound' | 'appLimited' | 'retransmits' | 'deliveryRate' | 'cwnd' | 'srtt' | 'limit' | 'shares'>;
+
+/** chunkFigures() written onto `out` (a record being built), in the same order. */
+function putChunkFigures<T extends ChunkFigures>(out: T, delta: ChronoDelta, retransmits: number, end: ChronoSnapshot | undefined, limit: Limit): T {
+  out.busy = delta.busy;
+  out.rwndLimited = delta.rwndLimited;
+  out.sndbufLimited = delta.sndbufLimited;
+  if (delta.sndbufBound !== undefined && delta.sndbufBound > 0) out.sndbufBound = delta.sndbufBound;
+  out.appLimited = nonNeg(delta.span - Math.min(delta.busy, delta.span));
+  out.retransmits = retransmits;
+  if (end?.deliveryRate !== undefined) out.deliveryRate = end.deliveryRate;
+  if (end?.cwnd !== undefined) out.cwnd = end.cwnd;
+  if (end?.srtt !== undefined) out.srtt = end.srtt;
+  out.limit = limit;
+  out.shares = shares(delta);
+  return out;
 }
 
 /** The chronograph snapshot in a record's OPT_STATS (also attach's RecordChunker). */
 export function fromOptStats(s: NonNullable<TxRecord['stats']>): ChronoSnapshot {
-  return {
-    busy: s.busy ?? 0,
-    rwndLimited: s.rwndLimited ?? 0,
-    sndbufLimited: s.sndbufLimited ?? 0,
-    totalRetrans: s.totalRetrans ?? 0,
-    ...(s.deliveryRate !== undefined && { deliveryRate: s.deliveryRate }),
-    ...(s.sndCwnd !== undefined && { cwnd: s.sndCwnd }),
-    ...(s.srtt !== undefined && { srtt: s.srtt }),
-    ...(s.minRtt !== undefined && { minRtt: s.minRtt }),
-  };
+  const out: ChronoSnapshot = { busy: s.busy ?? 0, rwndLimited: s.rwndLimited ?? 0, sndbufLimited: s.sndbufLimited ?? 0, totalRetrans: s.totalRetrans ?? 0 };
+  if (s.deliveryRate !== undefined) out.deliveryRate = s.deliveryRate;
+  if (s.sndCwnd !== undefined) out.cwnd = s.sndCwnd;
+  if (s.srtt !== undefined) out.srtt = s.srtt;
+  if (s.minRtt !== undefined) out.minRtt = s.minRtt;
+  return out;
 }
