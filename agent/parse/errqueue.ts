@@ -82,16 +82,20 @@ export type StatsOn = 'all' | 'chunks';
  * result and name what is wrong.
  */
 export function parseTxRecord(fd: number, msgFlags: number, control: Buffer, problems: string[] = [], statsOn: StatsOn = 'all'): TxRecord | NotATimestamp {
-  const n = control.length;
+  return parseFrame(fd, msgFlags, control, 0, control.length, problems, statsOn);
+}
+
+/** parseTxRecord() of the control bytes [from, n) of `control` (a whole batch: no view per frame). */
+function parseFrame(fd: number, msgFlags: number, control: Buffer, from: number, n: number, problems: string[], statsOn: StatsOn): TxRecord | NotATimestamp {
   let ts = -1;
   let st = -1;
   let stEnd = 0;
   let ee = -1;
   let eeLen = 0;
-  let off = 0;
+  let off = from;
   while (off + CMSG_HDRLEN <= n) {
     const len = control.readUInt32LE(off);
-    if (control.readUInt32LE(off + 4) !== 0 || len < CMSG_HDRLEN || len > n - off) return parseTxRecordGeneral(fd, msgFlags, control, problems, statsOn);
+    if (control.readUInt32LE(off + 4) !== 0 || len < CMSG_HDRLEN || len > n - off) return parseTxRecordGeneral(fd, msgFlags, control.subarray(from, n), problems, statsOn);
     const level = control.readInt32LE(off + 8);
     const type = control.readInt32LE(off + 12);
     if (level === SOL_SOCKET) {
@@ -108,9 +112,9 @@ export function parseTxRecord(fd: number, msgFlags: number, control: Buffer, pro
     off += Math.ceil(len / CMSG_ALIGN) * CMSG_ALIGN;
   }
   // ts === n: an SCM_TIMESTAMPING too short to read.
-  if (off < n || ee < 0 || eeLen < SOCK_EXTENDED_ERR_LEN || ts < 0 || ts === n) return parseTxRecordGeneral(fd, msgFlags, control, problems, statsOn);
+  if (off < n || ee < 0 || eeLen < SOCK_EXTENDED_ERR_LEN || ts < 0 || ts === n) return parseTxRecordGeneral(fd, msgFlags, control.subarray(from, n), problems, statsOn);
   if (control.readUInt32LE(ee) !== ENOMSG || control.readUInt8(ee + 4) !== SO_EE_ORIGIN.TIMESTAMPING) {
-    return parseTxRecordGeneral(fd, msgFlags, control, problems, statsOn);
+    return parseTxRecordGeneral(fd, msgFlags, control.subarray(from, n), problems, statsOn);
   }
   const info = control.readUInt32LE(ee + 8);
   const kind: TxKind | undefined = info === SCM_TSTAMP.ACK ? 'ack' : info === SCM_TSTAMP.SCHED ? 'sched' : info === SCM_TSTAMP.SND ? 'snd' : undefined;
@@ -121,7 +125,7 @@ export function parseTxRecord(fd: number, msgFlags: number, control: Buffer, pro
   const secHi = control.readInt32LE(ts + 4);
   const nsec = control.readUInt32LE(ts + 8);
   if (kind === undefined || secHi < 0 || secHi >= 0x200000 || control.readInt32LE(ts + 12) !== 0 || nsec >= 1e9 || (secLo === 0 && secHi === 0 && nsec === 0)) {
-    return parseTxRecordGeneral(fd, msgFlags, control, problems, statsOn);
+    return parseTxRecordGeneral(fd, msgFlags, control.subarray(from, n), problems, statsOn);
   }
   const key = control.readUInt32LE(ee + 12);
   const record: TxRecord = { fd, kind, key, time: secHi * 0x1_0000_0000 + secLo + nsec / 1e9, truncated: (msgFlags & MSG_CTRUNC) !== 0 };
@@ -242,7 +246,7 @@ export function parseErrqueueBatch(buf: Buffer, statsOn: StatsOn = 'all'): Errqu
     }
     off = start + Math.ceil(controlLen / 8) * 8;
     try {
-      const r = parseTxRecord(fd, msgFlags, buf.subarray(start, start + controlLen), perRecord, statsOn);
+      const r = parseFrame(fd, msgFlags, buf, start, start + controlLen, perRecord, statsOn);
       if (perRecord.length > 0) {
         perRecord.forEach(problem);
         perRecord.length = 0;
