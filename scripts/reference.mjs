@@ -54,7 +54,7 @@ export const HTTP_MODES = {
 };
 /** What a variant means, for the page. */
 export const VARIANTS = {
-  '--netns': 'only with `watch --netns`',
+  '--netns': 'only with `watch --netns` (`pod_uid`, `container_id`: only with `--netns-labels` too)',
   diag: "only with the mode's connection view (sock_diag): `--diag on`, the default (trace: with `--port` too)",
 };
 export const NO_HTTP = ['top', 'diagnose'];
@@ -223,7 +223,11 @@ async function watchFamilies({ netns }) {
     ...(netns && { namespaces: 1 }),
   });
   const table = await syntheticTable({ scoped: netns, portsChosen: false });
-  const metrics = new WatchMetrics(table, undefined, snapshot, { maxConnections: 10, info: { version: '', kernel: '', destroyFeed: 'off' } });
+  const metrics = new WatchMetrics(table, undefined, snapshot, {
+    maxConnections: 10,
+    info: { version: '', kernel: '', destroyFeed: 'off' },
+    ...(netns && { netnsLabels: { podOf: () => '', containers: true } }),
+  });
   registerGuardMetrics(metrics.registry);
   return families(metrics.registry, await metrics.render());
 }

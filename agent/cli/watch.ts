@@ -282,6 +282,7 @@ async function runWatch(argv: readonly string[]): Promise<number> {
     table,
     owners,
     health: () => ({ ok: true }),
+    ...(namespaces !== undefined && podLabel && { podOf: namespaces.podOf }),
   });
   return serveMode({
     command: 'watch',

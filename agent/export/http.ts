@@ -10,7 +10,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { jsonReplacer } from './redact.js';
 import { rankTop, type RankKeys } from '../model/rank.js';
 import { apiSlicer, queryParams, sendJsonSliced } from './query.js';
-import { connectionJson, rwndShare, type Connection, type ConnectionTable } from '../model/connections.js';
+import { connectionJson, rwndShare, type Connection, type ConnectionTable, type NetnsScope } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
 import type { WatchMetrics } from './metrics.js';
 import { LiveView, pageFiles } from './live.js';
@@ -26,6 +26,8 @@ export interface HttpDeps {
   table: ConnectionTable;
   owners?: OwnerResolver;
   health: () => Health;
+  /** watch --netns-labels pod_uid: a namespace's pod UID, for the rows' podUid. */
+  podOf?: (scope: NetnsScope) => string;
 }
 
 export interface HttpServer {
@@ -94,8 +96,9 @@ export function createApp(deps: HttpDeps): express.Express {
     if (res.destroyed) return; // the client went away meanwhile
     for (const c of page) if (c.owner === undefined) deps.owners?.request(c);
     const head = { total: all.length, sort };
-    if (page.length <= ONE_GO_MAX) res.json({ ...head, connections: page.map(connectionJson) });
-    else await sendJsonSliced(req, res, head, 'connections', page, connectionJson, apiSlicer);
+    const row = (c: Connection): Record<string, unknown> => connectionJson(c, deps.podOf);
+    if (page.length <= ONE_GO_MAX) res.json({ ...head, connections: page.map(row) });
+    else await sendJsonSliced(req, res, head, 'connections', page, row, apiSlicer);
   });
 
   // The live page (agent/export/live.ts, agent/export/page/): / and its two files, and its data.

@@ -592,11 +592,17 @@ export function rwndShare(c: Figures): number {
   return c.busy > 0 ? c.rwndLimited / c.busy : 0;
 }
 
-/** JSON view of a connection for /api/connections. */
-export function connectionJson(c: Connection): Record<string, unknown> {
+/**
+ * JSON view of a connection for /api/connections. With watch --netns-labels:
+ * `podUid` (podOf, from the namespace) and `containerId` (the owner's, when
+ * looked up), as the series have them.
+ */
+export function connectionJson(c: Connection, podOf?: (scope: NetnsScope) => string): Record<string, unknown> {
   return {
     id: String(c.cookie),
     ...(c.agg.scope !== undefined && { netns: c.agg.scope.label }),
+    ...(c.agg.scope !== undefined && podOf !== undefined && { podUid: podOf(c.agg.scope) }),
+    ...(c.owner?.containerId !== undefined && { containerId: c.owner.containerId }),
     port: c.port,
     local: formatEndpoint(c.localAddress, c.localPort),
     remote: c.remote,

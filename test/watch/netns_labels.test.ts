@@ -193,6 +193,11 @@ describe.skipIf(!usable)('watch --netns-labels: a pod and its containers laid ou
     expect(clientSide[0]).toContain(`container_id="${ids.client}"`);
     // No series of the pod's namespace without its UID.
     expect(text.split('\n').filter((l) => l.includes(`netns="${podNetns}"`) && !l.includes(`pod_uid="${uid}"`))).toEqual([]);
+    // The API's rows say the same.
+    const rows = ((await (await fetch(`http://127.0.0.1:${agent.port}/api/connections?limit=1000`)).json()) as { connections: Record<string, unknown>[] }).connections;
+    const server = rows.filter((r) => r.netns === podNetns && r.port === String(PORT) && r.remote === clientAddr);
+    expect(server).toHaveLength(1);
+    expect(server[0]).toMatchObject({ podUid: uid, containerId: ids.server, comm: 'python3' });
   });
 
   it('a namespace in no pod, and a process in no container, get empty labels', async () => {
