@@ -215,12 +215,12 @@ describe('deploy/daemonset.yaml: one agent per node (watch --netns all)', () => 
     expect(values.netnsLabels).toEqual(['pod_uid', 'container_id']);
   });
 
-  it('the trace container: exactly BPF, NET_ADMIN and PERFMON, the node cgroup tree read-only, its own port', () => {
+  it('the trace container: exactly BPF, NET_ADMIN, PERFMON and SYS_ADMIN, the node cgroup tree read-only, its own port', () => {
     const trace = container(dsTrace, 'trace');
     expect(trace.args).toEqual(['trace']);
     const sc = trace.securityContext as Obj;
     expect(sc.capabilities.drop).toEqual(['ALL']);
-    expect([...(sc.capabilities.add as string[])].sort()).toEqual(['BPF', 'NET_ADMIN', 'PERFMON']);
+    expect([...(sc.capabilities.add as string[])].sort()).toEqual(['BPF', 'NET_ADMIN', 'PERFMON', 'SYS_ADMIN']);
     expect(sc).toMatchObject({ runAsUser: 0, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, seccompProfile: { type: 'RuntimeDefault' } });
     expect(sc.privileged ?? false).toBe(false);
     const env = envOf(trace);
