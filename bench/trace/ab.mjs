@@ -1,6 +1,7 @@
-// A/B benchmark of `trace`: the server listens on two ports (nginx: one
-// worker, two `listen`s; node: two processes of bench/instrument/server.mjs),
-// pinned to CPU 0, and the agent follows port A only; curl readers (CPU 1)
+// A/B benchmark of `trace` (or, with --agent attach, of `attach`): two
+// server processes, one per port (nginx: two instances of one worker each;
+// node: two processes of bench/instrument/server.mjs), pinned to CPU 0; the
+// agent follows port A only (attach: A's process); curl readers (CPU 1)
 // alternate between the ports in short phases, so machine drift hits both
 // sides alike. Side B's connections meet the program once (at establishment:
 // the port filter returns early), which is what an unwatched connection
@@ -10,7 +11,7 @@
 // the A/B ratios should be back to 1 (no program left: the server pays
 // nothing), and side B's CPU per GB compared with before the kill.
 // Usage (root, Linux 6.15+): npm run build &&
-//   node bench/trace/ab.mjs [phases=24] [segments=30] [readers=2] [--server nginx|node] [--after-kill N] [trace flags…]
+//   node bench/trace/ab.mjs [phases=24] [segments=30] [readers=2] [--server nginx|node] [--agent trace|attach] [--after-kill N] [agent flags…]
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, readdirSync } from 'node:fs';
@@ -30,12 +31,13 @@ const option = (name, fallback) => {
 };
 const server = option('--server', 'nginx');
 const afterKill = Number(option('--after-kill', '0'));
+const agentMode = option('--agent', 'trace');
 const traceFlags = args;
 if (server !== 'nginx' && server !== 'node') throw new Error('--server: nginx or node');
+if (agentMode !== 'trace' && agentMode !== 'attach') throw new Error('--agent: trace or attach');
 const SEGMENT = 4 * 1024 * 1024;
 const ROOT = new URL('../../', import.meta.url).pathname;
 const CLI = join(ROOT, 'dist/agent/cli/main.js');
-const TICK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
 
 const dir = mkdtempSync(join(tmpdir(), 'tcpchrono-bench-trace-'));
 chmodSync(dir, 0o755);
@@ -61,32 +63,37 @@ const ppidOf = (p) => Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')
 async function startServers() {
   if (server === 'nginx') {
     writeFileSync(join(dir, 'seg.ts'), Buffer.alloc(SEGMENT, 7), { mode: 0o644 });
-    const [A, B] = [18470, 18471];
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      `worker_processes 1; worker_cpu_affinity 01; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+    const ports = [18470, 18471];
+    const pids = [];
+    for (const port of ports) {
+      const conf = join(dir, `nginx-${port}.conf`);
+      writeFileSync(
+        conf,
+        `worker_processes 1; worker_cpu_affinity 01; daemon off; pid ${dir}/nginx-${port}.pid; error_log ${dir}/error-${port}.log;
 events {}
 http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   client_body_temp_path ${dir}/t1; proxy_temp_path ${dir}/t2; fastcgi_temp_path ${dir}/t3; uwsgi_temp_path ${dir}/t4; scgi_temp_path ${dir}/t5;
-  server { listen 127.0.0.1:${A}; listen 127.0.0.1:${B}; root ${dir}; } }
+  server { listen 127.0.0.1:${port}; root ${dir}; } }
 `,
-    );
-    const nginx = spawn('/usr/sbin/nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'inherit', detached: true });
-    children.push(nginx);
-    groups.push(nginx.pid); // its worker outlives a killed master
-    await new Promise((r) => setTimeout(r, 500));
-    // Our nginx's worker: its parent is the master we started (other nginx instances may run).
-    const worker = readdirSync('/proc')
-      .filter((p) => /^\d+$/.test(p))
-      .find((p) => {
-        try {
-          return ppidOf(p) === nginx.pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('nginx: worker');
-        } catch {
-          return false;
-        }
-      });
-    if (worker === undefined) throw new Error('no nginx worker found');
-    return { ports: [A, B], pids: [worker, worker] };
+      );
+      const nginx = spawn('/usr/sbin/nginx', ['-c', conf, '-p', dir], { stdio: 'inherit', detached: true });
+      children.push(nginx);
+      groups.push(nginx.pid); // its worker outlives a killed master
+      await new Promise((r) => setTimeout(r, 500));
+      // This instance's worker: its parent is the master we started (other nginx instances may run).
+      const worker = readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .find((p) => {
+          try {
+            return ppidOf(p) === nginx.pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('nginx: worker');
+          } catch {
+            return false;
+          }
+        });
+      if (worker === undefined) throw new Error('no nginx worker found');
+      pids.push(Number(worker));
+    }
+    return { ports, pids };
   }
   // The uninstrumented Node segment server (64 KiB writes), one process per port.
   const ports = [];
@@ -102,27 +109,42 @@ http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
 }
 
 const { ports: [A, B], pids: [pidA, pidB] } = await startServers();
-const agent = spawn(process.execPath, [CLI, 'trace', '--port', String(A), '--listen', '127.0.0.1:0', '--log-format', 'json', ...traceFlags], { stdio: ['ignore', 'pipe', 'inherit'] });
+const agentArgs = agentMode === 'trace' ? ['trace', '--port', String(A), '--listen', '127.0.0.1:0'] : ['attach', '--pid', String(pidA), '--port', String(A), '--metrics-listen', '127.0.0.1:0'];
+const agent = spawn(process.execPath, [CLI, ...agentArgs, ...traceFlags], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TCP_CHRONOGRAPH_LOG_FORMAT: 'json' } });
 children.push(agent);
 let url;
 // The agent's log lines keep being read (a pipe nobody reads would block it).
 const agentLines = createInterface({ input: agent.stdout });
-url = await new Promise((resolve) =>
+url = await new Promise((resolve, reject) => {
+  agent.once('exit', (code) => reject(new Error(`the agent exited (${code}) before it started`)));
   agentLines.on('line', (l) => {
-    if (l.includes('"msg":"tracing"')) resolve(JSON.parse(l).listen);
-  }),
-);
+    if (l.includes('"msg":"tracing"') || l.includes('"msg":"attaching"')) {
+      const start = JSON.parse(l);
+      resolve(start.listen ?? start.metrics);
+    }
+  });
+});
 await new Promise((r) => setTimeout(r, 500));
 
+// CPU time in nanoseconds from schedstat (the clock ticks of /proc/PID/stat
+// are 10 ms: a few per phase), summed over the process's threads.
 const cpu = (pid) => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / TICK;
+  let ns = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return ns / 1e9;
 };
 let agentAlive = true;
 const records = async () => {
   if (!agentAlive) return 0;
-  const m = /^tcp_chrono_trace_records_total (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text());
-  return m === null ? 0 : Number(m[1]);
+  // trace: one series; attach: one per kind (sched, ack).
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return [...text.matchAll(/^tcp_chrono_(?:trace|attach)_records_total(?:\{[^}]*\})? (\S+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
 };
 
 async function phase(port) {
@@ -141,15 +163,19 @@ async function phase(port) {
     gbps: (gb * 8) / seconds,
     cpuPerGB: (cpu(pid) - n0) / gb,
     agentPerGB: agentAlive ? (cpu(agent.pid) - a0) / gb : 0,
+    agentSeconds: agentAlive ? cpu(agent.pid) - a0 : 0,
+    gb,
     seconds,
   };
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 async function run(n) {
-  const out = { gbps: [], cpu: [], agent: [], recordsPerSecond: 0, plainCpu: [], plain: undefined };
+  const out = { gbps: [], cpu: [], agent: [], agentPerGB: 0, recordsPerSecond: 0, plainCpu: [], plain: undefined };
   const r0 = await records();
   let tracedSeconds = 0;
+  let agentSeconds = 0;
+  let tracedGB = 0;
   for (let i = 0; i < n; i++) {
     const [first, second] = i % 2 === 0 ? [A, B] : [B, A];
     const r1 = await phase(first);
@@ -159,18 +185,22 @@ async function run(n) {
     out.cpu.push(traced.cpuPerGB / plain.cpuPerGB);
     out.agent.push(traced.agentPerGB);
     tracedSeconds += traced.seconds;
+    agentSeconds += traced.agentSeconds;
+    tracedGB += traced.gb;
     out.plainCpu.push(plain.cpuPerGB);
     out.plain = plain;
   }
   // The agent's counters over the traced phases (side B gives it nothing to record).
   out.recordsPerSecond = ((await records()) - r0) / tracedSeconds;
+  // The agent's CPU over all traced phases (its fixed polling included), per GB traced.
+  out.agentPerGB = agentSeconds / tracedGB;
   return out;
 }
 
-const what = `trace on ${server === 'nginx' ? 'nginx (sendfile' : 'the Node segment server (64 KiB writes'}, 4 MiB segments, ${readers} curl readers, ${phases} phase pairs${traceFlags.length > 0 ? `, ${traceFlags.join(' ')}` : ''})`;
+const what = `${agentMode} on ${server === 'nginx' ? 'nginx (sendfile' : 'the Node segment server (64 KiB writes'}, 4 MiB segments, ${readers} curl readers, ${phases} phase pairs${traceFlags.length > 0 ? `, ${traceFlags.join(' ')}` : ''})`;
 const on = await run(phases);
 console.log(
-  `${what}: throughput ${median(on.gbps).toFixed(2)}x   ${server} CPU per GB ${median(on.cpu).toFixed(2)}x   agent ${median(on.agent).toFixed(3)} s/GB   ` +
+  `${what}: throughput ${median(on.gbps).toFixed(2)}x   ${server} CPU per GB ${median(on.cpu).toFixed(2)}x   agent ${on.agentPerGB.toFixed(3)} s/GB   ` +
     `records ${on.recordsPerSecond.toFixed(0)}/s   (untraced: ${on.plain.gbps.toFixed(1)} Gbit/s, ${server} ${on.plain.cpuPerGB.toFixed(3)} s/GB)`,
 );
 if (afterKill > 0) {
