@@ -1,6 +1,7 @@
-// A/B benchmark of `trace` (or, with --agent attach, of `attach`): two
-// server processes, one per port (nginx: two instances of one worker each;
-// node: two processes of bench/instrument/server.mjs), pinned to CPU 0; the
+// A/B benchmark of `trace` (or, with --agent attach, of `attach`): a server
+// on two ports (nginx: one worker listening on both, or for attach one
+// instance per port; node: two processes of bench/instrument/server.mjs),
+// pinned to CPU 0; the
 // agent follows port A only (attach: A's process); curl readers (CPU 1)
 // alternate between the ports in short phases, so machine drift hits both
 // sides alike. Side B's connections meet the program once (at establishment:
@@ -65,7 +66,11 @@ async function startServers() {
     writeFileSync(join(dir, 'seg.ts'), Buffer.alloc(SEGMENT, 7), { mode: 0o644 });
     const ports = [18470, 18471];
     const pids = [];
-    for (const port of ports) {
+    // trace: one worker serving both ports, so both sides are the same
+    // process; attach works on a whole process: one instance per port.
+    const instances = agentMode === 'trace' ? [ports] : ports.map((p) => [p]);
+    for (const listen of instances) {
+      const port = listen[0];
       const conf = join(dir, `nginx-${port}.conf`);
       writeFileSync(
         conf,
@@ -73,7 +78,7 @@ async function startServers() {
 events {}
 http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   client_body_temp_path ${dir}/t1; proxy_temp_path ${dir}/t2; fastcgi_temp_path ${dir}/t3; uwsgi_temp_path ${dir}/t4; scgi_temp_path ${dir}/t5;
-  server { listen 127.0.0.1:${port}; root ${dir}; } }
+  server { ${listen.map((p) => `listen 127.0.0.1:${p};`).join(' ')} root ${dir}; } }
 `,
       );
       const nginx = spawn('/usr/sbin/nginx', ['-c', conf, '-p', dir], { stdio: 'inherit', detached: true });
@@ -91,7 +96,7 @@ http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
           }
         });
       if (worker === undefined) throw new Error('no nginx worker found');
-      pids.push(Number(worker));
+      for (const _ of listen) pids.push(Number(worker));
     }
     return { ports, pids };
   }
