@@ -131,9 +131,10 @@ async function startPair(ns: string, slow: boolean): Promise<Pair> {
       ? ['python3', PEERS, 'server', '--port', String(PORT), '--lifetime', '150']
       : ['python3', PEERS, 'paced-server', '--port', String(PORT), '--bytes', '20000', '--every', '0.1', '--lifetime', '150'],
   );
-  await waitForLine(server, /^listening/);
+  // Twenty pairs start at once, each python under `ip netns exec`: on a loaded 2-core machine that is seconds.
+  await waitForLine(server, /^listening/, 45_000);
   const client = spawnIn(ns, ['python3', PEERS, 'client', '--host', '127.0.0.1', '--port', String(PORT), '--seconds', '140', ...(slow ? ['--rcvbuf', '4096', '--rate', '20000'] : [])]);
-  const clientAddr = (await waitForLine(client, /^connected/)).split(' ')[1]!;
+  const clientAddr = (await waitForLine(client, /^connected/, 45_000)).split(' ')[1]!;
   return { ns, server, client, clientAddr };
 }
 
