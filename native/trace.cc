@@ -59,13 +59,28 @@ int OnEvent(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-void Finalize(Napi::Env, Tracer* t) {
+// Detaches one program (the kernel stops calling it); safe on a detached one.
+void Detach(bpf_link** link) {
+  if (*link != nullptr) bpf_link__destroy(*link);
+  *link = nullptr;
+}
+
+// Frees everything the tracer holds: programs detached and unloaded, maps
+// gone. Safe to call again (traceClose, then the finalizer).
+void Release(Tracer* t) {
   if (t->rb != nullptr) ring_buffer__free(t->rb);
-  if (t->adopt != nullptr) bpf_link__destroy(t->adopt);
-  if (t->closed != nullptr) bpf_link__destroy(t->closed);
-  if (t->link != nullptr) bpf_link__destroy(t->link);
+  t->rb = nullptr;
+  Detach(&t->adopt);
+  Detach(&t->closed);
+  Detach(&t->link);
   if (t->skel != nullptr) trace_bpf__destroy(t->skel);
+  t->skel = nullptr;
   if (t->cgroup_fd >= 0) close(t->cgroup_fd);
+  t->cgroup_fd = -1;
+}
+
+void Finalize(Napi::Env, Tracer* t) {
+  Release(t);
   delete t;
 }
 
@@ -257,10 +272,8 @@ Napi::Value TraceAdopt(const Napi::CallbackInfo& info) {
 // the close tracepoint are detached (nothing on the host calls them now).
 Napi::Value TraceAdoptionOver(const Napi::CallbackInfo& info) {
   Tracer* t = TracerArg(info);
-  if (t->adopt != nullptr) bpf_link__destroy(t->adopt);
-  t->adopt = nullptr;
-  if (t->closed != nullptr) bpf_link__destroy(t->closed);
-  t->closed = nullptr;
+  Detach(&t->adopt);
+  Detach(&t->closed);
   return info.Env().Undefined();
 }
 
@@ -308,19 +321,7 @@ Napi::Value TraceConns(const Napi::CallbackInfo& info) {
 // traceClose(tracer): detaches and unloads now (the finalizer would, later).
 Napi::Value TraceClose(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "argument 0 must be a tracer from traceOpen");
-  Tracer* t = info[0].As<Napi::External<Tracer>>().Data();
-  if (t->rb != nullptr) ring_buffer__free(t->rb);
-  t->rb = nullptr;
-  if (t->adopt != nullptr) bpf_link__destroy(t->adopt);
-  t->adopt = nullptr;
-  if (t->closed != nullptr) bpf_link__destroy(t->closed);
-  t->closed = nullptr;
-  if (t->link != nullptr) bpf_link__destroy(t->link);
-  t->link = nullptr;
-  if (t->skel != nullptr) trace_bpf__destroy(t->skel);
-  t->skel = nullptr;
-  if (t->cgroup_fd >= 0) close(t->cgroup_fd);
-  t->cgroup_fd = -1;
+  Release(info[0].As<Napi::External<Tracer>>().Data());
   return info.Env().Undefined();
 }
 

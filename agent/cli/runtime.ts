@@ -114,6 +114,7 @@ export async function serveMode(spec: ModeSpec): Promise<number> {
     throw listenFailure(spec.listenField === 'metrics' ? 'metrics' : '', spec.listen, spec.listenFlag, e);
   }
 
+  const capabilities = describeDrop(spec.command, spec.drop); // what the drop below will keep, said once here
   log('info', spec.startMessage, {
     version: version(),
     kernel: release(),
@@ -121,7 +122,7 @@ export async function serveMode(spec: ModeSpec): Promise<number> {
     [spec.listenField]: `${spec.security.tls !== undefined ? 'https' : 'http'}://${hostPort(http.address)}`,
     auth: spec.security.token !== undefined ? 'bearer token' : 'none',
     redact: describeRedaction(),
-    ...withDefined('capabilities', describeDrop(spec.command, spec.drop)),
+    ...(capabilities !== undefined && { capabilities }),
     degraded: spec.degraded,
   });
   for (const d of spec.degraded) logOnce(d, 'warn', d);
@@ -164,9 +165,4 @@ export async function serveMode(spec: ModeSpec): Promise<number> {
     spec.onStopRequest?.(stop);
     if (caught !== undefined) stop(caught);
   });
-}
-
-/** { [key]: value } when value is defined, else {} (a start-line field that is there only when it says something). */
-function withDefined(key: string, value: string | undefined): Record<string, string> {
-  return value === undefined ? {} : { [key]: value };
 }

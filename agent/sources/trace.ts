@@ -124,6 +124,8 @@ export function traceLoadFailure(e: unknown): string {
 export class TraceSource {
   private tracer: Tracer | undefined;
   private readonly b: TraceBinding;
+  /** Whether the programs for the connections open before the attach are detached. */
+  private adoptionOver = false;
   malformed = 0;
 
   /** Loads and attaches; throws a Node-shaped error (traceLoadFailure words it). */
@@ -203,9 +205,6 @@ export class TraceSource {
     }
     return conns;
   }
-
-  /** Whether the programs for the connections open before the attach are detached. */
-  adoptionOver = false;
 
   counters(): TraceCounters {
     const raw = this.b.traceCounters(this.t);

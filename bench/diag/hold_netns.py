@@ -7,8 +7,9 @@ made in), as hold.py makes them: 100 bytes each way. Prints "ready TOTAL"."""
 import ctypes
 import os
 import resource
-import socket
 import sys
+
+from hold import hold  # bench/diag/hold.py, beside this file
 
 CLONE_NEWNET = 0x40000000
 libc = ctypes.CDLL(None, use_errno=True)
@@ -25,21 +26,7 @@ for arg in sys.argv[1:]:
         e = ctypes.get_errno()
         raise OSError(e, f"setns {path}: {os.strerror(e)}")
     os.close(fd)
-    listeners = []
-    for _ in range(4):  # ephemeral ports repeat across destinations
-        ls = socket.socket()
-        ls.bind(("127.0.0.1", 0))
-        ls.listen(4096)
-        listeners.append(ls)
-    for i in range(n):
-        ls = listeners[i % len(listeners)]
-        c = socket.socket()
-        c.connect(ls.getsockname())
-        s, _ = ls.accept()
-        c.send(b"x" * 100)
-        s.send(b"y" * 100)
-        held.append((c, s))
-    held.append(listeners)
+    held.append(hold(n))
     total += n
 print(f"ready {total}", flush=True)
 sys.stdin.read()
