@@ -121,11 +121,17 @@ export function guardServer(server: Server, limits: GuardLimits, warn: Warn = ()
         oldest[1].s.destroy();
       }
     }
+    // The verdict waits for the I/O phase that follows the timer (setImmediate
+    // runs after it): a loop held up past the deadline (a long render under
+    // load) would otherwise cut a client whose request sat unread in the
+    // kernel's buffer all along.
     const timer = setTimeout(() => {
-      if (!waiting.has(key)) return;
-      waiting.delete(key);
-      count('first_request_timeout', address);
-      s.destroy();
+      setImmediate(() => {
+        if (!waiting.has(key)) return;
+        waiting.delete(key);
+        count('first_request_timeout', address);
+        s.destroy();
+      });
     }, limits.firstRequestTimeout * 1000);
     timer.unref();
     waiting.set(key, { s, timer });
