@@ -4,45 +4,10 @@ import { describe, expect, it } from 'vitest';
 import type { InetDiagSocket, TcpChrono } from '../../agent/parse/inet_diag.js';
 import { ConnectionTable } from '../../agent/model/connections.js';
 import { WatchMetrics, type SelfSnapshot } from '../../agent/export/metrics.js';
+import { syntheticSocket } from '../helpers/synthetic.js';
 
 let nextKey = 1;
-function sock(over: Partial<InetDiagSocket> & { key?: number }, chrono: Partial<TcpChrono>): InetDiagSocket {
-  const key = over.key ?? nextKey++;
-  return {
-    family: 4,
-    state: 1,
-    timer: 0,
-    retrans: 0,
-    localAddress: '10.0.0.1',
-    localPort: 8080,
-    remoteAddress: '10.0.0.2',
-    remotePort: 40000 + key,
-    ifindex: 0,
-    cookie: BigInt(key),
-    key,
-    rqueue: 0,
-    wqueue: 0,
-    uid: 0,
-    inode: 0,
-    ...over,
-    chrono: {
-      state: 1,
-      busyTime: 0,
-      rwndLimited: 0,
-      sndbufLimited: 0,
-      bytesAcked: 0,
-      bytesReceived: 0,
-      bytesRetrans: 0,
-      rtt: 0.001,
-      sndCwnd: 10,
-      deliveryRate: 1000,
-      sndWnd: 65535,
-      notsentBytes: 0,
-      appLimited: false,
-      ...chrono,
-    },
-  };
-}
+const sock = (over: Partial<InetDiagSocket> & { key?: number }, chrono: Partial<TcpChrono>): InetDiagSocket => syntheticSocket(over.key ?? nextKey++, over, chrono);
 
 const LISTEN = new Set([8080]);
 const SELF: SelfSnapshot = {

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 import { eventually, stopChild, waitForLine } from '../../lab/lab.js';
 import type { InetDiagSocket, TcpChrono } from '../../agent/parse/inet_diag.js';
+import { syntheticSocket } from '../helpers/synthetic.js';
 import { ConnectionTable, connectionJson } from '../../agent/model/connections.js';
 import { AF_INET } from '../../agent/parse/inet_diag.js';
 import { NetnsSet } from '../../agent/sources/netns.js';
@@ -348,27 +349,9 @@ describe('watch --netns all: twenty namespaces, one service port number', () => 
 
 // ---- the table's namespaces, on synthetic sockets ----
 
-function sock(key: number, over: Partial<InetDiagSocket>, chrono: Partial<TcpChrono>): InetDiagSocket {
-  return {
-    family: 4,
-    state: 1,
-    timer: 0,
-    retrans: 0,
-    localAddress: '127.0.0.1',
-    localPort: 8080,
-    remoteAddress: '127.0.0.1',
-    remotePort: 40000,
-    ifindex: 0,
-    cookie: BigInt(key),
-    key,
-    rqueue: 0,
-    wqueue: 0,
-    uid: 0,
-    inode: 0,
-    ...over,
-    chrono: { state: 1, busyTime: 0, rwndLimited: 0, sndbufLimited: 0, bytesAcked: 0, bytesReceived: 0, bytesRetrans: 0, rtt: 0.001, sndCwnd: 10, deliveryRate: 1000, sndWnd: 65535, notsentBytes: 0, appLimited: false, ...chrono },
-  };
-}
+// Every connection 127.0.0.1:8080 → 127.0.0.1:40000: one 4-tuple, told apart by namespace.
+const sock = (key: number, over: Partial<InetDiagSocket>, chrono: Partial<TcpChrono>): InetDiagSocket =>
+  syntheticSocket(key, { localAddress: '127.0.0.1', remoteAddress: '127.0.0.1', remotePort: 40000, ...over }, chrono);
 
 const SELF: SelfSnapshot = { polls: 1, pollErrors: 0, parseErrors: { dump: 0, destroy: 0 }, dumpInterrupted: 0, socketsSeen: 0, destroyFeedUp: true, destroyedSockets: 0, destroyFeedLost: 0, ownerScans: 0, namespaces: 2 };
 
