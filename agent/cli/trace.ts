@@ -206,7 +206,7 @@ async function runTrace(argv: readonly string[]): Promise<number> {
   if (adopted.failed.length > 0) {
     const f = adopted.failed[0]!;
     degraded.push(
-      `connections already open in ${adopted.failed.length} network namespace(s) are not followed, only new ones (${f.label}: ${f.reason}${adopted.failed.length > 1 ? ', …' : ''})`,
+      `connections already open in ${adopted.failed.length} network namespace(s) are not followed, only new ones (${f.reason}${adopted.failed.length > 1 ? ', …' : ''})`,
     );
   }
 

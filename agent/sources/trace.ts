@@ -7,7 +7,7 @@ import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs
 import { release } from 'node:os';
 import { isSystemError, native } from '../native.js';
 import type { PortRange } from '../parse/inet_diag.js';
-import { discoverNamespaces } from './netns.js';
+import { discoverNamespaces, netnsFailure } from './netns.js';
 import { decodeTraceConns, decodeTraceEvents, TRACE_COUNTERS, type TraceConn, type TraceCounters, type TraceEvent } from '../parse/trace_event.js';
 
 export type TraceChunkMode = { kind: 'response' } | { kind: 'write' } | { kind: 'idle'; seconds: number };
@@ -183,8 +183,7 @@ export class TraceSource {
         this.b.traceAdopt(this.t, fd);
         namespaces++;
       } catch (e) {
-        const code = isSystemError(e) ? e.code : '';
-        failed.push({ label: ns.label, reason: code === 'EPERM' ? 'entering it needs CAP_SYS_ADMIN' : e instanceof Error ? e.message : String(e) });
+        failed.push({ label: ns.label, reason: netnsFailure(ns.label, e).reason });
       } finally {
         closeSync(fd);
       }

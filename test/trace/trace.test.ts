@@ -234,7 +234,7 @@ describe('trace: connections open before the agent started', () => {
     tempNetns();
     const agent = await startTrace(['--port', String(await freePort())], ['setpriv', '--inh-caps=-all', '--bounding-set=-sys_admin', '--']);
     const degraded = (agent.started.degraded ?? []) as string[];
-    expect(degraded.join('\n')).toMatch(/connections already open in \d+ network namespace\(s\) are not followed, only new ones \(.*entering it needs CAP_SYS_ADMIN/);
+    expect(degraded.join('\n')).toMatch(/connections already open in \d+ network namespace\(s\) are not followed, only new ones \(cannot enter network namespace .*: setns needs CAP_SYS_ADMIN/);
     expect(await stopTrace(agent)).toBe(0);
   });
 
