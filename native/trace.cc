@@ -35,6 +35,10 @@ struct Tracer {
   int cgroup_fd = -1;
   std::vector<uint8_t>* sink = nullptr;  // set during Consume
   uint64_t malformed = 0;
+  // traceWatch's one-shot watcher of the ring (its epoll fd) and whom it calls.
+  uv_poll_t* poll = nullptr;
+  Napi::FunctionReference on_ready;
+  napi_env env = nullptr;
 };
 
 // libbpf prints to stderr by default; the agent reports errors itself.
@@ -68,6 +72,8 @@ void Detach(bpf_link** link) {
 // Frees everything the tracer holds: programs detached and unloaded, maps
 // gone. Safe to call again (traceClose, then the finalizer).
 void Release(Tracer* t) {
+  StopPoll(&t->poll);  // before the ring (and its epoll fd) goes
+  if (!t->on_ready.IsEmpty()) t->on_ready.Reset();
   if (t->rb != nullptr) ring_buffer__free(t->rb);
   t->rb = nullptr;
   Detach(&t->adopt);
@@ -256,6 +262,38 @@ Napi::Value TraceConsume(const Napi::CallbackInfo& info) {
   return BufferOrNull(info.Env(), out);
 }
 
+// The ring has records: called once per traceWatch (the watcher stops
+// itself; readiness is level-triggered, and JavaScript drains before it
+// re-arms).
+void OnRingReady(uv_poll_t* handle, int status, int) {
+  Tracer* t = static_cast<Tracer*>(handle->data);
+  uv_poll_stop(handle);
+  if (status < 0 || t->skel == nullptr || t->on_ready.IsEmpty()) return;
+  Napi::Env env(t->env);
+  Napi::HandleScope scope(env);
+  try {
+    t->on_ready.MakeCallback(env.Global(), {});
+  } catch (const Napi::Error&) {
+    // agent/cli/trace.ts catches everything; a throw must not reach the loop.
+  }
+}
+
+// traceWatch(tracer, onReady): calls onReady once, as soon as the ring has a
+// record (at once if it has one now). The BPF side submits with the kernel's
+// adaptive wake-up: the first record after the reader caught up wakes it, so
+// an idle agent sleeps instead of polling the ring.
+Napi::Value TraceWatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tracer* t = TracerArg(info);
+  if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "argument 1 must be a function");
+  t->on_ready.Reset(info[1].As<Napi::Function>(), 1);
+  t->env = env;
+  int rc = t->poll == nullptr ? StartPoll(env, ring_buffer__epoll_fd(t->rb), t, OnRingReady, &t->poll)
+                              : uv_poll_start(t->poll, UV_READABLE, OnRingReady);
+  if (rc != 0) throw ErrnoError(env, "uv_poll_start", -rc);
+  return env.Undefined();
+}
+
 // traceAdopt(tracer, nsFd): follows the connections of a network namespace
 // (nsFd an open namespace file, -1: this process's) established before the
 // attach. Entering another namespace needs CAP_SYS_ADMIN (EPERM).
@@ -353,6 +391,7 @@ void InitTrace(Napi::Env env, Napi::Object exports) {
   exports.Set("traceLayout", Napi::Function::New(env, TraceLayout));
   exports.Set("traceOpen", Napi::Function::New(env, TraceOpen));
   exports.Set("traceConsume", Napi::Function::New(env, TraceConsume));
+  exports.Set("traceWatch", Napi::Function::New(env, TraceWatch));
   exports.Set("traceCounters", Napi::Function::New(env, TraceCounters));
   exports.Set("traceConns", Napi::Function::New(env, TraceConns));
   exports.Set("traceAdopt", Napi::Function::New(env, TraceAdopt));

@@ -36,6 +36,7 @@ interface Tracer {
 interface TraceBinding {
   traceOpen(cgroup: string, o: Record<string, unknown>): Tracer;
   traceConsume(t: Tracer): Buffer | null;
+  traceWatch(t: Tracer, onReady: () => void): void;
   traceCounters(t: Tracer): number[];
   traceConns(t: Tracer): Buffer | null;
   traceAdopt(t: Tracer, nsFd: number): void;
@@ -151,6 +152,11 @@ export class TraceSource {
   }
 
   /** Everything in the ring buffer now. */
+  /** Calls onReady once, as soon as the ring buffer has a record (at once if it has one now). */
+  watch(onReady: () => void): void {
+    this.b.traceWatch(this.t, onReady);
+  }
+
   consume(): TraceEvent[] {
     const { events, malformed } = decodeTraceEvents(this.b.traceConsume(this.t));
     this.malformed += malformed;

@@ -145,11 +145,16 @@ const cpu = (pid) => {
   return ns / 1e9;
 };
 let agentAlive = true;
+// Records read, and (trace) records the ring buffer had no room for.
 const records = async () => {
-  if (!agentAlive) return 0;
+  if (!agentAlive) return { read: 0, lost: 0 };
   // trace: one series; attach: one per kind (sched, ack).
   const text = await (await fetch(`${url}/metrics`)).text();
-  return [...text.matchAll(/^tcp_chrono_(?:trace|attach)_records_total(?:\{[^}]*\})? (\S+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  const sum = (re) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  return {
+    read: sum(/^tcp_chrono_(?:trace|attach)_records_total(?:\{[^}]*\})? (\S+)$/gm),
+    lost: sum(/^tcp_chrono_trace_records_lost_total\{reason="ringbuf"\} (\S+)$/gm),
+  };
 };
 
 async function phase(port) {
@@ -176,7 +181,7 @@ async function phase(port) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 async function run(n) {
-  const out = { gbps: [], cpu: [], agent: [], agentPerGB: 0, recordsPerSecond: 0, plainCpu: [], plain: undefined };
+  const out = { gbps: [], cpu: [], agent: [], agentPerGB: 0, recordsPerSecond: 0, lost: 0, plainCpu: [], plain: undefined };
   const r0 = await records();
   let tracedSeconds = 0;
   let agentSeconds = 0;
@@ -196,7 +201,9 @@ async function run(n) {
     out.plain = plain;
   }
   // The agent's counters over the traced phases (side B gives it nothing to record).
-  out.recordsPerSecond = ((await records()) - r0) / tracedSeconds;
+  const rEnd = await records();
+  out.recordsPerSecond = (rEnd.read - r0.read) / tracedSeconds;
+  out.lost = rEnd.lost - r0.lost;
   // The agent's CPU over all traced phases (its fixed polling included), per GB traced.
   out.agentPerGB = agentSeconds / tracedGB;
   return out;
@@ -206,7 +213,7 @@ const what = `${agentMode} on ${server === 'nginx' ? 'nginx (sendfile' : 'the No
 const on = await run(phases);
 console.log(
   `${what}: throughput ${median(on.gbps).toFixed(2)}x   ${server} CPU per GB ${median(on.cpu).toFixed(2)}x   agent ${on.agentPerGB.toFixed(3)} s/GB   ` +
-    `records ${on.recordsPerSecond.toFixed(0)}/s   (untraced: ${on.plain.gbps.toFixed(1)} Gbit/s, ${server} ${on.plain.cpuPerGB.toFixed(3)} s/GB)`,
+    `records ${on.recordsPerSecond.toFixed(0)}/s${agentMode === 'trace' ? ` (${on.lost} lost)` : ''}   (untraced: ${on.plain.gbps.toFixed(1)} Gbit/s, ${server} ${on.plain.cpuPerGB.toFixed(3)} s/GB)`,
 );
 if (afterKill > 0) {
   agent.kill('SIGKILL');

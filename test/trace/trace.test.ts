@@ -4,7 +4,7 @@
 // its own process; every server, client and agent is killed after each test,
 // and a SIGKILLed agent is shown to leave no BPF program behind.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -118,6 +118,29 @@ describe('trace: per-response records for servers that know nothing of the agent
       expect(c.comm).toBe('python3');
     }
     for (const c of f) expect(c.limit).not.toBe('rwnd');
+  });
+
+  it('an idle agent sleeps instead of polling the ring, and the first record wakes it (its chunk is out long before the next scan)', async () => {
+    const dir = docroot({ 'seg.ts': 256 * 1024 });
+    const port = await freePort();
+    await startPython(dir, port);
+    // Scans every 30 s: only the ring's wake-up can deliver the chunk in time.
+    const agent = await startTrace(['--port', String(port), '--interval', '30s', '--diag', 'off', '--chunks', 'write']);
+    const pid = agent.child.pid!;
+    // Each voluntary context switch of the main thread is one sleep in epoll_wait.
+    const sleeps = (): number => Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8'))![1]);
+    await new Promise((r) => setTimeout(r, 1000)); // start-up work done
+    const s0 = sleeps();
+    await new Promise((r) => setTimeout(r, 3000));
+    // Reading the ring every 100 ms would be 30 wake-ups.
+    expect(sleeps() - s0, 'wake-ups of an idle agent in 3 s').toBeLessThan(10);
+    const client = await runClient(port, '/seg.ts', 1);
+    expect(await client.done).toBe(0);
+    const t0 = Date.now();
+    const mine = await chunksOf(agent, client.local, 1, 5000);
+    expect(mine.length).toBeGreaterThan(0);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(mine[0]!.exact).toBe(true);
   });
 
   it('a reader that stops reading: its response is reported stalled after --stall-after, with the kernel\'s figures', async () => {
