@@ -268,6 +268,9 @@ Napi::Value TraceConsume(const Napi::CallbackInfo& info) {
 void OnRingReady(uv_poll_t* handle, int status, int) {
   Tracer* t = static_cast<Tracer*>(handle->data);
   uv_poll_stop(handle);
+  // On an error of the ring's epoll fd (never seen) nothing re-arms the
+  // watcher: the ring is then read at each scan (--interval) only, and what
+  // overflows it meanwhile is counted as lost.
   if (status < 0 || t->skel == nullptr || t->on_ready.IsEmpty()) return;
   Napi::Env env(t->env);
   Napi::HandleScope scope(env);
