@@ -268,23 +268,23 @@ Napi::Value TraceConsume(const Napi::CallbackInfo& info) {
 void OnRingReady(uv_poll_t* handle, int status, int) {
   Tracer* t = static_cast<Tracer*>(handle->data);
   uv_poll_stop(handle);
-  // On an error of the ring's epoll fd (never seen) nothing re-arms the
-  // watcher: the ring is then read at each scan (--interval) only, and what
-  // overflows it meanwhile is counted as lost.
-  if (status < 0 || t->skel == nullptr || t->on_ready.IsEmpty()) return;
+  if (t->skel == nullptr || t->on_ready.IsEmpty()) return;
   Napi::Env env(t->env);
   Napi::HandleScope scope(env);
   try {
-    t->on_ready.MakeCallback(env.Global(), {});
+    // status < 0: the ring's epoll fd failed (never seen); JavaScript then
+    // reads on a timer instead of re-arming.
+    t->on_ready.MakeCallback(env.Global(), {Napi::Number::New(env, status < 0 ? status : 0)});
   } catch (const Napi::Error&) {
     // agent/cli/trace.ts catches everything; a throw must not reach the loop.
   }
 }
 
-// traceWatch(tracer, onReady): calls onReady once, as soon as the ring has a
-// record (at once if it has one now). The BPF side submits with the kernel's
-// adaptive wake-up: the first record after the reader caught up wakes it, so
-// an idle agent sleeps instead of polling the ring.
+// traceWatch(tracer, onReady): calls onReady(status) once, as soon as the
+// ring has a record (at once if it has one now). The BPF side submits with
+// the kernel's adaptive wake-up: the first record after the reader caught up
+// wakes it, so an idle agent sleeps instead of polling the ring. The tracer
+// holds onReady (and what it holds) until traceClose.
 Napi::Value TraceWatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Tracer* t = TracerArg(info);

@@ -82,7 +82,7 @@ export const FLAGS = {
     help: 'Timestamp every Nth chunk of each connection; the others cost one kernel callback per write.',
     parse: parseIntIn(1, 1_000_000),
   } satisfies FlagSpec<number>,
-  interval: intervalFlag('How often to scan the followed connections for quiet and stalled chunks. (The ring buffer is read as records arrive, batched every 100 ms at most.)'),
+  interval: intervalFlag('How often to scan the followed connections for quiet and stalled chunks. (The ring buffer is read as records arrive, in batches every 100 ms, or every DURATION if shorter.)'),
   stallAfter: stallAfterFlag('Report a chunk as stalled when its last byte is not acknowledged this long after its first write.'),
   quiet: {
     name: 'quiet',
@@ -259,16 +259,32 @@ async function runTrace(argv: readonly string[]): Promise<number> {
   // agent for its first record, then every 100 ms for as long as records
   // keep coming (batches), and the agent sleeps again once a read finds
   // none: an idle agent does not wake ten times a second (a wake-up costs
-  // about 0.2 ms of CPU on the project's VM). After a failed read, the
-  // timer retries (a ring that stays readable would re-wake at once).
+  // about 0.2 ms of CPU on the project's VM). After a failed read the timer
+  // retries (a ring that stays readable would re-wake at once); if the wake-up
+  // itself fails, the timer reads from then on, as it did before wake-ups.
   const drainMs = Math.min(100, o.interval * 1000);
   let drain: NodeJS.Timeout | undefined;
-  const drainCycle = (): void => {
-    drain = undefined;
-    if (pass(false) !== 0) drain = setTimeout(drainCycle, drainMs);
-    else if (source.open) source.watch(drainCycle);
+  let wakeups = true;
+  const wakeupFailed = (e: unknown): void => {
+    wakeups = false;
+    callbackErrors++;
+    lastError = `waiting for the ring buffer: ${typeof e === 'number' ? `libuv error ${e}` : e instanceof Error ? e.message : String(e)}`;
+    logOnce('trace:wakeup', 'error', 'the ring buffer cannot wake the agent; it is read every 100 ms instead', { error: lastError });
   };
-  source.watch(drainCycle);
+  const drainCycle = (status = 0): void => {
+    drain = undefined;
+    if (status < 0) wakeupFailed(status);
+    if (pass(false) !== 0 || !wakeups) drain = setTimeout(drainCycle, drainMs);
+    else if (source.open) {
+      try {
+        source.watch(drainCycle);
+      } catch (e) {
+        wakeupFailed(e);
+        drain = setTimeout(drainCycle, drainMs);
+      }
+    }
+  };
+  drainCycle();
   const scan = setInterval(() => pass(true), o.interval * 1000);
 
   const stopAll = async (): Promise<void> => {

@@ -108,7 +108,8 @@ export function guardServer(server: Server, limits: GuardLimits, warn: Warn = ()
     const key = keyOf(s);
     s.once('close', () => {
       admitted.delete(s);
-      settle(key);
+      // Only its own entry: a reconnection from the same port may hold the key by now.
+      if (waiting.get(key)?.s === s) settle(key);
       const left = (perAddress.get(address) ?? 1) - 1;
       if (left <= 0) perAddress.delete(address);
       else perAddress.set(address, left);
@@ -127,7 +128,7 @@ export function guardServer(server: Server, limits: GuardLimits, warn: Warn = ()
     // kernel's buffer all along.
     const timer = setTimeout(() => {
       setImmediate(() => {
-        if (!waiting.has(key)) return;
+        if (waiting.get(key)?.s !== s) return;
         waiting.delete(key);
         count('first_request_timeout', address);
         s.destroy();

@@ -36,7 +36,7 @@ interface Tracer {
 interface TraceBinding {
   traceOpen(cgroup: string, o: Record<string, unknown>): Tracer;
   traceConsume(t: Tracer): Buffer | null;
-  traceWatch(t: Tracer, onReady: () => void): void;
+  traceWatch(t: Tracer, onReady: (status: number) => void): void;
   traceCounters(t: Tracer): number[];
   traceConns(t: Tracer): Buffer | null;
   traceAdopt(t: Tracer, nsFd: number): void;
@@ -151,12 +151,16 @@ export class TraceSource {
     return this.tracer;
   }
 
-  /** Everything in the ring buffer now. */
-  /** Calls onReady once, as soon as the ring buffer has a record (at once if it has one now). */
-  watch(onReady: () => void): void {
+  /**
+   * Calls onReady once, as soon as the ring buffer has a record (at once if
+   * it has one now), with 0, or with a negative libuv error code when the
+   * ring's epoll fd failed. The tracer holds onReady until close().
+   */
+  watch(onReady: (status: number) => void): void {
     this.b.traceWatch(this.t, onReady);
   }
 
+  /** Everything in the ring buffer now. */
   consume(): TraceEvent[] {
     const { events, malformed } = decodeTraceEvents(this.b.traceConsume(this.t));
     this.malformed += malformed;
