@@ -266,10 +266,9 @@ async function runTrace(argv: readonly string[]): Promise<number> {
   let drain: NodeJS.Timeout | undefined;
   let wakeups = true;
   const wakeupFailed = (e: unknown): void => {
-    wakeups = false;
-    callbackErrors++;
-    lastError = `waiting for the ring buffer: ${typeof e === 'number' ? `libuv error ${e}` : e instanceof Error ? e.message : String(e)}`;
-    logOnce('trace:wakeup', 'error', 'the ring buffer cannot wake the agent; it is read every 100 ms instead', { error: lastError });
+    wakeups = false; // nothing is lost: the timer reads the ring from now on
+    const error = typeof e === 'number' ? `libuv error ${e}` : e instanceof Error ? e.message : String(e);
+    logOnce('trace:wakeup', 'warn', `the ring buffer cannot wake the agent; it is read every ${drainMs} ms instead`, { error });
   };
   const drainCycle = (status = 0): void => {
     drain = undefined;
