@@ -184,18 +184,16 @@ Napi::Value TraceOpen(const Napi::CallbackInfo& info) {
   last_libbpf_message.clear();
 
   Tracer* t = new Tracer();
+  // Every failure from here on frees what was made so far before it throws
+  // (the error is built first, so it still sees errno).
+  auto fail = [&](const Napi::Error& e) {
+    Finalize(env, t);
+    return e;
+  };
   t->cgroup_fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (t->cgroup_fd < 0) {
-    int err = errno;
-    Finalize(env, t);
-    throw ErrnoError(env, "open cgroup", err);
-  }
+  if (t->cgroup_fd < 0) throw fail(ErrnoError(env, "open cgroup", errno));
   t->skel = trace_bpf__open();
-  if (t->skel == nullptr) {
-    int err = errno;
-    Finalize(env, t);
-    throw LibbpfError(env, "bpf_object__open", err);
-  }
+  if (t->skel == nullptr) throw fail(LibbpfError(env, "bpf_object__open", errno));
   auto* ro = t->skel->rodata;
   ro->chunk_mode = U32(o, "chunkMode", TRACE_CHUNKS_RESPONSE);
   Napi::Value idle = o.Get("idleNs");
@@ -209,7 +207,7 @@ Napi::Value TraceOpen(const Napi::CallbackInfo& info) {
     uint32_t n = std::min<uint32_t>(a.Length(), TRACE_MAX_PORT_RANGES);
     for (uint32_t i = 0; i < n; i++) {
       Napi::Value r = a.Get(i);
-      if (!r.IsArray() || r.As<Napi::Array>().Length() != 2) throw Napi::TypeError::New(env, "ports must be [from, to] pairs");
+      if (!r.IsArray() || r.As<Napi::Array>().Length() != 2) throw fail(Napi::TypeError::New(env, "ports must be [from, to] pairs"));
       ro->port_from[i] = static_cast<uint16_t>(r.As<Napi::Array>().Get(0u).As<Napi::Number>().Uint32Value());
       ro->port_to[i] = static_cast<uint16_t>(r.As<Napi::Array>().Get(1u).As<Napi::Number>().Uint32Value());
     }
@@ -218,36 +216,17 @@ Napi::Value TraceOpen(const Napi::CallbackInfo& info) {
   int err = bpf_map__set_max_entries(t->skel->maps.conns, std::max<uint32_t>(16, U32(o, "maxSockets", 65536)));
   if (err == 0) err = bpf_map__set_max_entries(t->skel->maps.events, U32(o, "ringBytes", 1u << 22));
   if (err == 0) err = LoadWithSignalsBlocked(t->skel);
-  if (err != 0) {
-    Finalize(env, t);
-    throw LibbpfError(env, "bpf_object__load", -err);
-  }
+  if (err != 0) throw fail(LibbpfError(env, "bpf_object__load", -err));
   t->link = bpf_program__attach_cgroup(t->skel->progs.tcp_chrono_trace, t->cgroup_fd);
-  if (t->link == nullptr) {
-    int e = errno;
-    Finalize(env, t);
-    throw LibbpfError(env, "bpf_link_create", e);
-  }
+  if (t->link == nullptr) throw fail(LibbpfError(env, "bpf_link_create", errno));
   t->rb = ring_buffer__new(bpf_map__fd(t->skel->maps.events), OnEvent, t, nullptr);
-  if (t->rb == nullptr) {
-    int e = errno;
-    Finalize(env, t);
-    throw LibbpfError(env, "ring_buffer__new", e);
-  }
+  if (t->rb == nullptr) throw fail(LibbpfError(env, "ring_buffer__new", errno));
   // For connections established before the attach: their closes are
   // watched from now on, before traceAdopt follows them.
   t->closed = bpf_program__attach(t->skel->progs.tcp_chrono_closed);
-  if (t->closed == nullptr) {
-    int e = errno;
-    Finalize(env, t);
-    throw LibbpfError(env, "bpf_link_create (tp_btf/inet_sock_set_state)", e);
-  }
+  if (t->closed == nullptr) throw fail(LibbpfError(env, "bpf_link_create (tp_btf/inet_sock_set_state)", errno));
   t->adopt = bpf_program__attach_iter(t->skel->progs.tcp_chrono_adopt, nullptr);
-  if (t->adopt == nullptr) {
-    int e = errno;
-    Finalize(env, t);
-    throw LibbpfError(env, "bpf_link_create (iter/tcp)", e);
-  }
+  if (t->adopt == nullptr) throw fail(LibbpfError(env, "bpf_link_create (iter/tcp)", errno));
   return Napi::External<Tracer>::New(env, t, Finalize);
 }
 
