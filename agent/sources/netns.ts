@@ -58,10 +58,14 @@ export function discoverNamespaces(choices: readonly string[], paths: NetnsPaths
   const missing: Discovery['missing'] = [];
   const nsfs = statSync(`${paths.proc}/self/ns/net`).dev;
   const names = namedNamespaces(paths.runNetns, nsfs);
+  // A namespace's process is its lowest-numbered one seen.
+  const lowerPid = (f: FoundNamespace, pid: number): void => {
+    if (f.pid === undefined || pid < f.pid) f.pid = pid;
+  };
   const add = (inode: number, path: string, pid?: number): void => {
     const had = found.get(inode);
     if (had !== undefined) {
-      if (pid !== undefined && (had.pid === undefined || pid < had.pid)) had.pid = pid;
+      if (pid !== undefined) lowerPid(had, pid);
       return;
     }
     const name = names.get(inode);
@@ -104,7 +108,7 @@ export function discoverNamespaces(choices: readonly string[], paths: NetnsPaths
   if (withPids && !all && found.size > 0) {
     processes((inode, _path, pid) => {
       const f = found.get(inode);
-      if (f !== undefined && (f.pid === undefined || pid < f.pid)) f.pid = pid;
+      if (f !== undefined) lowerPid(f, pid);
     });
   }
   return { found, missing };
