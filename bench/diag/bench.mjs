@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { holderReady } from './holder.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const sizes = (process.argv[2] ?? '1000,10000,50000').split(',').map(Number);
@@ -46,18 +47,7 @@ for (const n of sizes) {
     const k = Math.min(left, PER_HOLDER);
     const holder = spawn('ip', inNs(`python3 ${join(here, 'hold.py')} ${k}`), { stdio: ['pipe', 'pipe', 'inherit'] });
     holders.push(holder);
-    await new Promise((resolve, reject) => {
-      let out = '';
-      const timer = setTimeout(() => reject(new Error(`holder for ${k} not ready after 120 s`)), 120_000);
-      holder.stdout.on('data', (d) => {
-        out += d;
-        if (out.includes('ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      holder.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
-    });
+    await holderReady(holder, 120, `holder for ${k}`);
   }
   process.stderr.write(`${n} connections up in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 

@@ -20,6 +20,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { holderReady } from './holder.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const TOTAL = Number(process.argv[2] ?? 10_000);
@@ -57,18 +58,7 @@ const kib = (x) => (x / 1024).toFixed(2);
 async function hold(pairs) {
   const h = spawn('python3', [join(here, 'hold_netns.py'), ...pairs], { stdio: ['pipe', 'pipe', 'inherit'] });
   holders.add(h);
-  await new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error('holder not ready after 300 s')), 300_000);
-    h.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('ready')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    h.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
-  });
+  await holderReady(h, 300);
   return h;
 }
 
