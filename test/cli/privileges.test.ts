@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { capMask, KEEP, parseCapStatus, wantedCapabilities, type CapStatus } from '../../agent/cli/privileges.js';
 import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
+import { freePort } from '../helpers/loopback.js';
 import { TARGET } from '../attach/helpers.js';
 
 const NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'];
@@ -71,14 +72,6 @@ function expectEveryThread(pid: number, keep: bigint): void {
   expect(ts.length).toBeGreaterThan(4);
   const want = { eff: keep, prm: keep, bnd: keep, inh: 0n, amb: 0n, noNewPrivs: 1 };
   for (const t of ts) expect({ tid: t.tid, comm: t.comm, eff: t.eff, prm: t.prm, bnd: t.bnd, inh: t.inh, amb: t.amb, noNewPrivs: t.noNewPrivs }).toEqual({ tid: t.tid, comm: t.comm, ...want });
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => s.once('listening', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 /** A python process of uid 65534 holding a loopback connection to itself on `port`. */

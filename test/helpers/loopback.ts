@@ -15,6 +15,15 @@ export function portOf(server: net.Server): number {
   return (server.address() as net.AddressInfo).port;
 }
 
+/** A loopback port nothing listens on right now (for a server started in another process). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = portOf(s);
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
 export async function connect(host: string, port: number): Promise<net.Socket> {
   const s = net.connect({ host, port });
   await once(s, 'connect');

@@ -4,12 +4,12 @@
 // stopAll(), also when a test fails.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lines } from '../attach/helpers.js';
 import { CLI } from '../helpers/cli.js';
+export { freePort } from '../helpers/loopback.js';
 
 export const CLIENT = fileURLToPath(new URL('./client.py', import.meta.url));
 export const HELD_CLIENT = fileURLToPath(new URL('./held_client.py', import.meta.url));
@@ -74,14 +74,6 @@ export function tempCgroup(mount: string): string {
   mkdirSync(dir);
   cgroups.add(dir);
   return dir;
-}
-
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** A directory of files for the servers (readable by nginx's workers). */
