@@ -1,6 +1,7 @@
 // The A/B benchmark's server: one process, two segment listeners (plain and
 // instrumented) and a control port reporting the process's CPU time.
-// Usage: node ab-server.mjs VARIANT WRITE SEGMENT (VARIANT: response | response16 | write | write16)
+// Usage: node ab-server.mjs VARIANT WRITE SEGMENT (VARIANT: response | response16 | write | write16 | control)
+// control: the second listener stays plain too (an A/A run: the bench's own noise).
 import http from 'node:http';
 import { instrument, instrumentHttp } from '../../dist/agent/index.js';
 import { errqueue } from '../../dist/agent/sources/errqueue.js';
@@ -29,7 +30,8 @@ const plain = segmentServer();
 const instrumented = segmentServer();
 const sample = variant.endsWith('16') ? 16 : 1;
 if (variant.startsWith('response')) instrumentHttp(instrumented, { sample });
-else instrumented.on('connection', (s) => instrument(s, { sample }));
+else if (variant.startsWith('write')) instrumented.on('connection', (s) => instrument(s, { sample }));
+else if (variant !== 'control') throw new Error(`unknown variant ${variant}`);
 const control = http.createServer((req, res) => {
   const cpu = process.cpuUsage();
   res.end(JSON.stringify({ cpu: (cpu.user + cpu.system) / 1e6, records: errqueue.counters.records }));

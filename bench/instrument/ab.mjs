@@ -6,24 +6,33 @@
 // system, all threads: that includes the kernel's send path in its syscalls
 // and V8's compiler and GC threads).
 //
-// Both sides are warmed up first (`warm` phases each, not counted): the JIT
-// compiles the instrumented path during its first responses, a one-off cost
-// per process, not a cost per byte. Each line gives the median of the
-// per-phase ratios and, for the CPU, their interquartile range (the noise).
-// Usage: npm run build && node bench/instrument/ab.mjs [phases=24] [segments per phase=30] [readers=2] [warm=3] [variants=all, e.g. response,write]
+// Both sides are warmed up first (`warm` phases each, not counted): V8
+// compiles a function that runs once per response only after several hundred
+// responses, and with --trace-opt the compiles stop after about 1 200
+// responses a side. That is a one-off cost per process, not a cost per byte
+// (bench/instrument/README.md measures it): the phases measure the steady
+// state. Each line gives the median of the per-phase ratios and, for the CPU,
+// their interquartile range (the noise).
+// Usage: npm run build && node bench/instrument/ab.mjs [phases=48] [segments per phase=30] [readers=2] [warm phases=1 200 responses a side] [variants=all, e.g. control,response,write]
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
 import { createInterface } from 'node:readline';
 
-const phases = Number(process.argv[2] ?? 24);
-const segments = Number(process.argv[3] ?? 30);
-const readers = Number(process.argv[4] ?? 2);
-const warm = Number(process.argv[5] ?? 3);
+const arg = (i, fallback) => (process.argv[i] ? Number(process.argv[i]) : fallback);
+// 48: the A/A control's median moves by up to 0.05 between runs of 24.
+const phases = arg(2, 48);
+const segments = arg(3, 30);
+const readers = arg(4, 2);
+// Default: 1 200 responses a side (see above), whatever the phase size.
+const warm = arg(5, Math.ceil(1200 / (readers * segments)));
 const only = process.argv[6]?.split(',');
 const SEGMENT = 4 * 1024 * 1024;
 
 const CASES = [
+  // A/A: both listeners plain. Its spread around 1.00x is what the machine's
+  // noise alone does to the ratios in this run.
+  { label: 'control: both sides plain (A/A)', variant: 'control', size: 65536 },
   { label: 'one chunk per response (instrumentHttp)', variant: 'response', size: 65536 },
   { label: 'one chunk per response, sample 1/16', variant: 'response16', size: 65536 },
   { label: 'one chunk per write (instrument)', variant: 'write', size: 65536 },
