@@ -1,6 +1,6 @@
 // Ground truth from what the scenario did, and the scoring of verdicts
 // against it. Pure functions: the runner (lab/accuracy.ts) feeds them.
-import { classify, LIMITS, type Limit } from '../agent/model/classify.js';
+import { classify, LIMITS, NAMED_LIMIT_SHARE, type Limit } from '../agent/model/classify.js';
 import type { Cause, Segment, Truth } from './scenarios.js';
 
 /** What the client printed for one segment (lab/peers.py), CLOCK_REALTIME seconds. */
@@ -57,10 +57,25 @@ export type IntervalTruth = { truth: Cause } | { excluded: string };
 export const DOMINANT = 0.6;
 
 /**
+ * How close an interval's true shares may come to one of classify()'s
+ * thresholds (idle above half the span: app; rwnd or sndbuf for a third of
+ * busy time: that limit) and still be scored. The timeline's edges are
+ * approximate: a stall's rwnd time begins when the client's receive queue
+ * stops growing, but the kernel is window-limited while the window shrinks
+ * before that (up to 0.2 s at 20 Mbit/s and 512 KiB), and a slow producer's
+ * pieces keep the sender busy for part of the time the plan calls app. An
+ * interval of 62 % network and 38 % stall is the classifier's rwnd (a third
+ * named) and the dominant rule's network: neither answer is wrong, so it is
+ * not scored.
+ */
+export const THRESHOLD_MARGIN = 0.2;
+
+/**
  * The truth of a watch interval [end − seconds, end]: the cause covering most
  * of it, if it covers at least DOMINANT of the part inside the connection's
- * timeline; otherwise excluded (a cause switch inside the interval, warm-up,
- * or the interval lies mostly outside the connection's life).
+ * timeline and its shares are not within THRESHOLD_MARGIN of a threshold of
+ * the verdict; otherwise excluded (a cause switch inside the interval,
+ * warm-up, or the interval lies mostly outside the connection's life).
  */
 export function intervalTruth(spans: Span[], end: number, seconds: number): IntervalTruth {
   const start = end - seconds;
@@ -78,7 +93,20 @@ export function intervalTruth(spans: Span[], end: number, seconds: number): Inte
   for (const [c, v] of cover) if (v > bestT) [best, bestT] = [c, v];
   if (best === 'warmup') return { excluded: 'warm-up' };
   if (bestT < DOMINANT * covered) return { excluded: 'cause switch inside the interval' };
+  if (nearThreshold(cover)) return { excluded: 'cause switch near a threshold of the verdict' };
   return { truth: best };
+}
+
+// Whether the true shares lie within THRESHOLD_MARGIN of a threshold of classify().
+function nearThreshold(cover: Map<Truth, number>): boolean {
+  const app = cover.get('app') ?? 0;
+  const rwnd = cover.get('rwnd') ?? 0;
+  const sndbuf = cover.get('sndbuf') ?? 0;
+  const busy = rwnd + sndbuf + (cover.get('network') ?? 0);
+  const known = app + busy; // warm-up time has no known cause
+  const near = (share: number, threshold: number): boolean => Math.abs(share - threshold) < THRESHOLD_MARGIN;
+  if (known > 0 && near(app / known, 0.5)) return true;
+  return busy > 0 && (near(rwnd / busy, NAMED_LIMIT_SHARE) || near(sndbuf / busy, NAMED_LIMIT_SHARE));
 }
 
 /** One scored item: a chunk or an interval. */
