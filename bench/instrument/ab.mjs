@@ -8,11 +8,11 @@
 //
 // Both sides are warmed up first (`warm` phases each, not counted): V8
 // compiles a function that runs once per response only after several hundred
-// responses, and with --trace-opt the compiles stop after about 1 200
-// responses a side. That is a one-off cost per process, not a cost per byte
-// (bench/instrument/README.md measures it): the phases measure the steady
-// state. Each line gives the median of the per-phase ratios and, for the CPU,
-// their interquartile range (the noise).
+// responses, and with --trace-opt the instrumented side's compiles settle to
+// the plain side's level after about 1 200 responses a side. That is a
+// one-off cost per process, not a cost per byte (jit.mjs measures it): the
+// phases measure the steady state. Each line gives the median of the
+// per-phase ratios and, for the CPU, their interquartile range (the noise).
 // Usage: npm run build && node bench/instrument/ab.mjs [phases=48] [segments per phase=30] [readers=2] [warm phases=1 200 responses a side] [variants=all, e.g. control,response,write]
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
