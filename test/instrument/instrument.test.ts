@@ -109,6 +109,42 @@ describe('classification on loopback', () => {
   });
 });
 
+describe('chunk starts', () => {
+  it('chunks written back to back share one TCP_INFO read, each reads SO_SNDBUF, and a later chunk reads TCP_INFO again', async () => {
+    const server = await drainingServer('127.0.0.1');
+    const sock = await connect('127.0.0.1', portOf(server));
+    cleanup.push(() => sock.destroy());
+    const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+    // Count this socket's reads through the addon's own functions (shared: put back after).
+    const n = native();
+    const { tcpInfo, getSockoptInt } = n;
+    const reads = { tcpInfo: 0, sndbuf: 0 };
+    n.tcpInfo = (f) => {
+      if (f === fd) reads.tcpInfo++;
+      return tcpInfo(f);
+    };
+    n.getSockoptInt = (f, level, name) => {
+      if (f === fd && name === 7 /* SO_SNDBUF */) reads.sndbuf++;
+      return getSockoptInt(f, level, name);
+    };
+    cleanup.push(() => Object.assign(n, { tcpInfo, getSockoptInt }));
+    const probe = instrument(sock);
+    const done = collect<ChunkRecord>(probe, 'chunk', 11, 10_000);
+    for (let i = 0; i < 10; i++) sock.write(Buffer.alloc(1024, i));
+    const backToBack = { ...reads };
+    await sleep(5); // past the 0.5 ms a read is reused for
+    sock.write(Buffer.alloc(1024, 10));
+    const chunks = await done;
+    probe.close();
+    expect(backToBack.sndbuf).toBe(10);
+    expect(backToBack.tcpInfo).toBeGreaterThanOrEqual(1);
+    expect(backToBack.tcpInfo).toBeLessThan(5); // one, unless the loop was preempted
+    expect(reads.tcpInfo).toBeGreaterThan(backToBack.tcpInfo);
+    expect(chunks.map((c) => c.bytes)).toEqual(Array(11).fill(1024));
+    for (const c of chunks) expect(c.busy).toBeGreaterThanOrEqual(0);
+  });
+});
+
 describe('lifecycle', () => {
   it('refuses a socket that is not connected, with a sentence that says so', () => {
     expect(() => instrument(new net.Socket())).toThrow(/connected TCP net.Socket/);
