@@ -14,10 +14,7 @@
 // phases measure the steady state. Each line gives the median of the
 // per-phase ratios and, for the CPU, their interquartile range (the noise).
 // Usage: npm run build && node bench/instrument/ab.mjs [phases=48] [segments per phase=30] [readers=2] [warm phases=1 200 responses a side] [variants=all, e.g. control,response,write]
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import http from 'node:http';
-import { createInterface } from 'node:readline';
+import { curlReaders, serverStats, startAbServer, stopAbServer } from './ab-client.mjs';
 
 const arg = (i, fallback) => (process.argv[i] ? Number(process.argv[i]) : fallback);
 // 48: the A/A control's median moves by up to 0.05 between runs of 24.
@@ -40,32 +37,12 @@ const CASES = [
   { label: 'one chunk per write (instrument)', variant: 'write', size: 1 << 20 },
 ];
 
-async function server(variant, size) {
-  const child = spawn('taskset', ['-c', '0', process.execPath, new URL('./ab-server.mjs', import.meta.url).pathname, variant, String(size), String(SEGMENT)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const it = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  const ports = JSON.parse((await it.next()).value);
-  return { child, ports };
-}
-
-const get = (port, path) =>
-  new Promise((resolve, reject) => http.get({ host: '127.0.0.1', port, path }, (res) => {
-    let body = '';
-    res.on('data', (d) => (body += d));
-    res.on('end', () => resolve(JSON.parse(body)));
-  }).on('error', reject));
-
 async function phase(port, control) {
-  const before = await get(control, '/cpu');
+  const before = await serverStats(control);
   const t0 = performance.now();
-  const procs = Array.from({ length: readers }, () =>
-    spawn('taskset', ['-c', '1', 'curl', '-s', '--fail', `http://127.0.0.1:${port}/seg[1-${segments}]`], { stdio: ['ignore', 'ignore', 'inherit'] }),
-  );
-  const codes = await Promise.all(procs.map((p) => once(p, 'exit').then(([c]) => c)));
-  if (codes.some((c) => c !== 0)) throw new Error(`a reader failed: ${codes}`);
+  await curlReaders(readers, `http://127.0.0.1:${port}/seg[1-${segments}]`);
   const seconds = (performance.now() - t0) / 1000;
-  const after = await get(control, '/cpu');
+  const after = await serverStats(control);
   const gb = (readers * segments * SEGMENT) / 1e9;
   return { gbps: (gb * 8) / seconds, cpuPerGB: (after.cpu - before.cpu) / gb, records: after.records - before.records, seconds };
 }
@@ -78,7 +55,7 @@ console.log(
 );
 for (const c of CASES) {
   if (only !== undefined && !only.includes(c.variant)) continue;
-  const { child, ports } = await server(c.variant, c.size);
+  const { child, ports } = await startAbServer(c.variant, c.size, SEGMENT);
   for (let i = 0; i < warm; i++) {
     await phase(ports.plain, ports.control);
     await phase(ports.instrumented, ports.control);
@@ -97,8 +74,7 @@ for (const c of CASES) {
     seconds += b.seconds;
     base = plain;
   }
-  child.kill('SIGTERM');
-  await once(child, 'exit');
+  await stopAbServer(child);
   const writes = c.size >= 1 << 20 ? '1 MiB writes' : '64 KiB writes';
   console.log(
     `${`${writes}, ${c.label}`.padEnd(58)} throughput ${median(ratios.gbps).toFixed(2)}x   server CPU per GB ${median(ratios.cpu).toFixed(2)}x ` +

@@ -6,10 +6,7 @@
 // responses. Sides alternate over the runs. (stdbuf: V8 prints with C stdio,
 // which would hold the lines back in a pipe.)
 // Usage: npm run build && node bench/instrument/jit.mjs [responses per reader=900] [runs=2] [variant=response]
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import http from 'node:http';
-import { createInterface } from 'node:readline';
+import { curlReaders, serverStats, startAbServer, stopAbServer } from './ab-client.mjs';
 
 const arg = (i, fallback) => (process.argv[i] ? process.argv[i] : fallback);
 const responses = Number(arg(2, 900));
@@ -17,46 +14,28 @@ const runs = Number(arg(3, 2));
 const variant = arg(4, 'response');
 const READERS = 2;
 
-const getCpu = (port) =>
-  new Promise((resolve, reject) =>
-    http.get({ host: '127.0.0.1', port }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve(JSON.parse(body).cpu));
-    }).on('error', reject),
-  );
-
 async function run(side) {
-  const server = spawn('taskset', ['-c', '0', 'stdbuf', '-o0', process.execPath, '--trace-opt', new URL('./ab-server.mjs', import.meta.url).pathname, variant, '65536', String(4 << 20)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let ports;
   let compiles = 0;
   let optimiseMs = 0;
-  const gotPorts = new Promise((resolve) => {
-    createInterface({ input: server.stdout }).on('line', (line) => {
-      if (line.startsWith('{')) return resolve((ports = JSON.parse(line)));
+  const { child, ports } = await startAbServer(variant, 65536, 4 << 20, {
+    prefix: ['stdbuf', '-o0'],
+    nodeFlags: ['--trace-opt'],
+    onLine: (line) => {
       // [completed compiling 0x… <JSFunction f …> (target TURBOFAN) - took 0.010, 3.429, 0.045 ms]
       const m = /^\[completed compiling .* took [\d.]+, ([\d.]+), [\d.]+ ms\]/.exec(line);
       if (m !== null) {
         compiles++;
         optimiseMs += Number(m[1]);
       }
-    });
+    },
   });
   try {
-    await gotPorts;
-    const before = await getCpu(ports.control);
-    const readers = Array.from({ length: READERS }, () =>
-      spawn('taskset', ['-c', '1', 'curl', '-s', '--fail', '-o', '/dev/null', `http://127.0.0.1:${ports[side]}/seg[1-${responses}]`], { stdio: 'ignore' }),
-    );
-    const codes = await Promise.all(readers.map((p) => once(p, 'exit').then(([c]) => c)));
-    if (codes.some((c) => c !== 0)) throw new Error(`a reader failed: ${codes}`);
-    const cpu = (await getCpu(ports.control)) - before;
+    const before = (await serverStats(ports.control)).cpu;
+    await curlReaders(READERS, `http://127.0.0.1:${ports[side]}/seg[1-${responses}]`);
+    const cpu = (await serverStats(ports.control)).cpu - before;
     return { compiles, optimiseMs, cpu };
   } finally {
-    server.kill('SIGTERM');
-    await once(server, 'exit');
+    await stopAbServer(child);
   }
 }
 

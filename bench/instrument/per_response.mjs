@@ -4,33 +4,16 @@
 // two curl readers, alternating sides after 3 warm-up phases each; prints the
 // medians and the median of the per-phase differences in µs per response.
 // Usage: npm run build && node bench/instrument/per_response.mjs [SIZE=65536] [phases=10] [responses per reader per phase=2000]
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import http from 'node:http';
-import { createInterface } from 'node:readline';
+import { curlReaders, serverStats, startAbServer, stopAbServer } from './ab-client.mjs';
 
 const size = Number(process.argv[2] ?? 65536);
 const phases = Number(process.argv[3] ?? 10);
 const n = Number(process.argv[4] ?? 2000);
-const child = spawn('taskset', ['-c', '0', process.execPath, new URL('./ab-server.mjs', import.meta.url).pathname, 'response', String(size), String(size)], {
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
-const ports = JSON.parse((await createInterface({ input: child.stdout })[Symbol.asyncIterator]().next()).value);
-const get = (port) =>
-  new Promise((resolve, reject) =>
-    http
-      .get({ host: '127.0.0.1', port, path: '/' }, (r) => {
-        let b = '';
-        r.on('data', (d) => (b += d));
-        r.on('end', () => resolve(JSON.parse(b)));
-      })
-      .on('error', reject),
-  );
+const { child, ports } = await startAbServer('response', size, size);
 async function phase(port) {
-  const a = await get(ports.control);
-  const readers = [0, 1].map(() => spawn('taskset', ['-c', '1', 'curl', '-s', '--fail', `http://127.0.0.1:${port}/r[1-${n}]`], { stdio: ['ignore', 'ignore', 'inherit'] }));
-  await Promise.all(readers.map((p) => once(p, 'exit')));
-  const b = await get(ports.control);
+  const a = await serverStats(ports.control);
+  await curlReaders(2, `http://127.0.0.1:${port}/r[1-${n}]`);
+  const b = await serverStats(ports.control);
   return ((b.cpu - a.cpu) / (2 * n)) * 1e6;
 }
 for (let i = 0; i < 3; i++) {
@@ -43,8 +26,7 @@ for (let i = 0; i < phases; i++) {
   const instrumented = await phase(ports.instrumented);
   d.push([plain, instrumented]);
 }
-child.kill('SIGTERM');
-await once(child, 'exit');
+await stopAbServer(child);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 console.log(
   `${size}-byte responses: plain ${median(d.map((x) => x[0])).toFixed(1)} µs of server CPU each, instrumented ${median(d.map((x) => x[1])).toFixed(1)}; ` +

@@ -3,12 +3,10 @@
 // listeners (plain or instrumented) with curl readers, and prints the
 // functions with the most self time, and the time per source file.
 // Usage: npm run build && node bench/instrument/profile.mjs [VARIANT=response] [SIDE=instrumented] [segments per reader=300] [readers=2] [WRITE=65536]
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { curlReaders, startAbServer, stopAbServer } from './ab-client.mjs';
 
 const variant = process.argv[2] ?? 'response';
 const side = process.argv[3] ?? 'instrumented';
@@ -18,20 +16,11 @@ const size = Number(process.argv[6] ?? 65536);
 const SEGMENT = 4 * 1024 * 1024;
 const dir = mkdtempSync(join(tmpdir(), 'chrono-prof-'));
 
-const child = spawn(
-  'taskset',
-  ['-c', '0', process.execPath, '--cpu-prof', `--cpu-prof-dir=${dir}`, new URL('./ab-server.mjs', import.meta.url).pathname, variant, String(size), String(SEGMENT)],
-  { stdio: ['ignore', 'pipe', 'inherit'] },
-);
-const ports = JSON.parse((await createInterface({ input: child.stdout })[Symbol.asyncIterator]().next()).value);
+const { child, ports } = await startAbServer(variant, size, SEGMENT, { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${dir}`] });
 const t0 = performance.now();
-const procs = Array.from({ length: readers }, () =>
-  spawn('taskset', ['-c', '1', 'curl', '-s', '--fail', `http://127.0.0.1:${ports[side]}/seg[1-${segments}]`], { stdio: ['ignore', 'ignore', 'inherit'] }),
-);
-await Promise.all(procs.map((p) => once(p, 'exit')));
+await curlReaders(readers, `http://127.0.0.1:${ports[side]}/seg[1-${segments}]`);
 const seconds = (performance.now() - t0) / 1000;
-child.kill('SIGTERM');
-await once(child, 'exit');
+await stopAbServer(child);
 
 const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
 const prof = JSON.parse(readFileSync(join(dir, file), 'utf8'));
