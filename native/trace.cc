@@ -207,9 +207,13 @@ Napi::Value TraceOpen(const Napi::CallbackInfo& info) {
     uint32_t n = std::min<uint32_t>(a.Length(), TRACE_MAX_PORT_RANGES);
     for (uint32_t i = 0; i < n; i++) {
       Napi::Value r = a.Get(i);
-      if (!r.IsArray() || r.As<Napi::Array>().Length() != 2) throw fail(Napi::TypeError::New(env, "ports must be [from, to] pairs"));
-      ro->port_from[i] = static_cast<uint16_t>(r.As<Napi::Array>().Get(0u).As<Napi::Number>().Uint32Value());
-      ro->port_to[i] = static_cast<uint16_t>(r.As<Napi::Array>().Get(1u).As<Napi::Number>().Uint32Value());
+      Napi::Array pair = r.IsArray() ? r.As<Napi::Array>() : Napi::Array();
+      // (Checked here: a non-number would throw from Uint32Value past fail().)
+      if (pair.IsEmpty() || pair.Length() != 2 || !pair.Get(0u).IsNumber() || !pair.Get(1u).IsNumber()) {
+        throw fail(Napi::TypeError::New(env, "ports must be [from, to] pairs"));
+      }
+      ro->port_from[i] = static_cast<uint16_t>(pair.Get(0u).As<Napi::Number>().Uint32Value());
+      ro->port_to[i] = static_cast<uint16_t>(pair.Get(1u).As<Napi::Number>().Uint32Value());
     }
     ro->n_port_ranges = n;
   }

@@ -22,7 +22,10 @@ describe('native argument checks', () => {
     if (typeof n.traceOpen !== 'function') throw new Error('the addon was built without libbpf: install libbpf-dev and pkg-config (scripts/install-test-deps.sh), then npm rebuild');
     const fds = (): number => readdirSync('/proc/self/fd').length;
     const before = fds();
-    for (let i = 0; i < 20; i++) expect(() => n.traceOpen!('/sys/fs/cgroup', { ports: [[1]] })).toThrow(/ports must be \[from, to\] pairs/);
+    for (let i = 0; i < 20; i++) {
+      expect(() => n.traceOpen!('/sys/fs/cgroup', { ports: [[1]] })).toThrow(/ports must be \[from, to\] pairs/);
+      expect(() => n.traceOpen!('/sys/fs/cgroup', { ports: [['80', 90]] })).toThrow(/ports must be \[from, to\] pairs/);
+    }
     expect(fds()).toBe(before);
   });
 });
