@@ -283,19 +283,46 @@ export class ChunkTracker {
         if (this.expectedHead < this.expected.length && this.expected[this.expectedHead] === last) this.expectedHead++;
         if (skipped > 0 && this.queueWasFull) this.counters.lostRecords += skipped;
       }
-      for (const c of this.pending) {
-        // A unit's chunk with no bytes yet (unitsOnly) ends nowhere: it and all later ones are ahead.
-        if (c.bytes === 0 || c.offset + c.bytes - 1 > last) break;
-        if (r.kind === 'sched') c.sched ??= r.time;
-        else if (r.kind === 'snd') c.snd ??= r.time;
-        else if (c.ack === undefined) {
-          const stats = r.stats === undefined ? undefined : fromOptStats(r.stats);
+      // The chunks this record covers, newest first. A chunk that already has
+      // this kind of record got it from one that covered every older chunk as
+      // well (only the newest chunk grows and loses its records), so the walk
+      // stops there: chunks SCHED'd but not yet acked are not walked again by
+      // every SCHED record (per-write chunks keep dozens in flight).
+      let stats: ChronoSnapshot | undefined;
+      for (let i = this.coveredBy(last) - 1; i >= 0; i--) {
+        const c = this.pending[i]!;
+        if (r.kind === 'sched') {
+          if (c.sched !== undefined) break;
+          c.sched = r.time;
+        } else if (r.kind === 'snd') {
+          if (c.snd !== undefined) break;
+          c.snd = r.time;
+        } else {
+          if (c.ack !== undefined) break;
+          if (stats === undefined && r.stats !== undefined) stats = fromOptStats(r.stats);
           c.ack = { time: r.time, key: last, stats };
         }
       }
     }
     if (sawAck && !queueFull) this.queueWasFull = false;
     this.completeReady(nowSnapshot);
+  }
+
+  /**
+   * How many chunks from the head end at or before `last`: a binary search,
+   * pending being in offset order. A unit's chunk with no bytes yet (the
+   * newest, unitsOnly) ends nowhere: it is never covered.
+   */
+  private coveredBy(last: number): number {
+    let lo = 0;
+    let hi = this.pending.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const c = this.pending[mid]!;
+      if (c.bytes > 0 && c.offset + c.bytes - 1 <= last) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   /**

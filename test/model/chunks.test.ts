@@ -157,4 +157,60 @@ describe('ChunkTracker', () => {
     expect(chunks[0]!.sndbufBound).toBeCloseTo(0.35);
     expect(chunks[1]!.sndbufBound).toBeUndefined();
   });
+
+  it('each chunk gets the first record of each kind that came after its last write and reaches its last byte (random streams against the rule)', () => {
+    // A small LCG: the same streams on every run.
+    let seed = 12345;
+    const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    for (let run = 0; run < 40; run++) {
+      const { t, chunks } = (() => {
+        const chunks: ChunkRecord[] = [];
+        const t = new ChunkTracker({ stallAfter: 1e9, maxPending: 1 << 20 }, { chunk: (c) => chunks.push(c), stall: () => undefined });
+        return { t, chunks };
+      })();
+      // The rule, kept naively: every chunk's last byte and the time of its last write.
+      const truth = new Map<number, { last: number; wroteAt: number }>();
+      const seen: { kind: 'sched' | 'ack'; key: number; time: number }[] = [];
+      let clock = 0;
+      let open: number | undefined; // the open unit's id
+      let nextId = 0;
+      let sched = -1;
+      let acked = -1;
+      for (let step = 0; step < 400; step++) {
+        const op = rand(10);
+        clock++;
+        if (op < 4) {
+          const bytes = 1 + rand(3000);
+          const id = open ?? nextId++;
+          const from = t.written;
+          t.write(bytes, clock, true, () => snap(0));
+          truth.set(id, { last: from + bytes - 1, wroteAt: clock });
+        } else if (op === 4) {
+          t.startUnit(undefined, true);
+          open = nextId++;
+        } else if (op === 5) {
+          t.endUnit();
+          open = undefined;
+        } else if (t.written > 0) {
+          // Records as the kernel makes them: each kind's keys only move forward.
+          const kind = op < 8 ? 'sched' : 'ack';
+          const floor = kind === 'sched' ? sched : acked;
+          const top = kind === 'sched' ? t.written - 1 : Math.max(sched, -1);
+          if (top <= floor) continue;
+          const key = floor + 1 + rand(top - floor);
+          if (kind === 'sched') sched = key;
+          else acked = key;
+          seen.push({ kind, key, time: clock });
+          t.onRecords([rec(kind, key, clock, kind === 'ack' ? stats(clock) : undefined)], () => snap(0));
+        }
+      }
+      expect(chunks.length).toBeGreaterThan(0);
+      for (const c of chunks) {
+        const want = truth.get(c.id)!;
+        expect(c.offset + c.bytes - 1).toBe(want.last);
+        const first = (kind: string) => seen.find((r) => r.kind === kind && r.time > want.wroteAt && r.key >= want.last)?.time;
+        expect([c.id, c.schedTime, c.ackTime]).toEqual([c.id, first('sched'), first('ack')]);
+      }
+    }
+  });
 });
