@@ -1,6 +1,6 @@
 // Ground truth from what the scenario did, and the scoring of verdicts
 // against it. Pure functions: the runner (lab/accuracy.ts) feeds them.
-import { classify, LIMITS, NAMED_LIMIT_SHARE, type Limit } from '../agent/model/classify.js';
+import { APP_IDLE_SHARE, classify, LIMITS, NAMED_LIMIT_SHARE, type Limit } from '../agent/model/classify.js';
 import type { Cause, Segment, Truth } from './scenarios.js';
 
 /** What the client printed for one segment (lab/peers.py), CLOCK_REALTIME seconds. */
@@ -105,7 +105,7 @@ function nearThreshold(cover: Map<Truth, number>): boolean {
   const busy = rwnd + sndbuf + (cover.get('network') ?? 0);
   const known = app + busy; // warm-up time has no known cause
   const near = (share: number, threshold: number): boolean => Math.abs(share - threshold) < THRESHOLD_MARGIN;
-  if (known > 0 && near(app / known, 0.5)) return true;
+  if (known > 0 && near(app / known, APP_IDLE_SHARE)) return true;
   return busy > 0 && (near(rwnd / busy, NAMED_LIMIT_SHARE) || near(sndbuf / busy, NAMED_LIMIT_SHARE));
 }
 

@@ -105,6 +105,9 @@ export function shares(d: ChronoDelta): Shares {
   };
 }
 
+/** Share of a span the sender must be idle (not busy) for the verdict to be app. */
+export const APP_IDLE_SHARE = 0.5;
+
 /** Share of busy time the kernel must name a limit for before it is the verdict. */
 export const NAMED_LIMIT_SHARE = 1 / 3;
 
@@ -125,7 +128,7 @@ export function classify(d: ChronoDelta, opts: ClassifyOptions = {}): Limit {
   const minSpan = opts.minSpan ?? 4 * resolution;
   if (!(d.span >= minSpan)) return 'unknown';
   const busy = Math.min(Math.max(d.busy, 0), d.span);
-  if (d.span - busy > busy) return 'app';
+  if (d.span - busy > APP_IDLE_SHARE * d.span) return 'app';
   return busyLimit(busy, d.rwndLimited, d.sndbufLimited, d.sndbufBound);
 }
 
