@@ -13,12 +13,15 @@
 // one-off cost per process, not a cost per byte (jit.mjs measures it): the
 // phases measure the steady state. Each line gives the median of the
 // per-phase ratios and, for the CPU, their interquartile range (the noise).
-// Usage: npm run build && node bench/instrument/ab.mjs [phases=48] [segments per phase=30] [readers=2] [warm phases=1 200 responses a side] [variants=all, e.g. control,response,write]
+// Usage: npm run build && node bench/instrument/ab.mjs [phases=192] [segments per phase=30] [readers=2] [warm phases=1 200 responses a side] [variants=all, e.g. control,response,write]
 import { curlReaders, serverStats, startAbServer, stopAbServer } from './ab-client.mjs';
 
 const arg = (i, fallback) => (process.argv[i] ? Number(process.argv[i]) : fallback);
-// 48: the A/A control's median moves by up to 0.05 between runs of 24.
-const phases = arg(2, 48);
+// 192: one phase's ratio is noisy (the A/A control's per-phase CPU ratios
+// span 0.8-1.4 on this shared 2-core box, each phase on new connections), so
+// the median's spread between runs shrinks with the number of phases: the
+// control read 1.02-1.07x at 24, 0.98-1.03x at 48, 0.99-1.01x at 192.
+const phases = arg(2, 192);
 const segments = arg(3, 30);
 const readers = arg(4, 2);
 // Default: 1 200 responses a side (see above), whatever the phase size.
