@@ -8,7 +8,7 @@ import type express from 'express';
 import { Registry } from 'prom-client';
 import { ChunkEvents } from '../export/chunk_events.js';
 import { ChunkMetrics, type ChunkLabels } from '../export/chunk_metrics.js';
-import { createApp } from '../export/http.js';
+import { connectionRoutes } from '../export/http.js';
 import type { ChunkRecord } from '../model/chunks.js';
 import type { PortRange } from '../parse/inet_diag.js';
 import { startPortWatch, type PortWatch } from './port_watch.js';
@@ -77,7 +77,7 @@ export class ChunkOutputs {
   routes(app: express.Express): void {
     app.get('/api/chunks', this.events.handler);
     const pw = this.portWatch;
-    if (pw !== undefined) app.use(createApp({ metrics: pw.metrics, table: pw.table, health: () => ({ ok: true }) }));
+    if (pw !== undefined) app.use(connectionRoutes({ table: pw.table }));
   }
 
   /** Health fields: an event file that failed makes the mode unhealthy. */

@@ -14,7 +14,7 @@ import { NetnsSet, parseNetnsChoice, type WatchedNamespace } from '../sources/ne
 import { ConnectionTable, type NetnsScope } from '../model/connections.js';
 import { OwnerResolver } from '../model/owners.js';
 import { WatchMetrics, type SelfSnapshot } from '../export/metrics.js';
-import { createApp } from '../export/http.js';
+import { connectionRoutes } from '../export/http.js';
 import type { Command } from './command.js';
 import { applyRedaction, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
 import { describeRedaction } from '../export/redact.js';
@@ -277,11 +277,9 @@ async function runWatch(argv: readonly string[]): Promise<number> {
   };
   schedule();
 
-  const routes = createApp({
-    metrics,
+  const routes = connectionRoutes({
     table,
     owners,
-    health: () => ({ ok: true }),
     ...(namespaces !== undefined && podLabel && { podOf: namespaces.podOf }),
   });
   return serveMode({

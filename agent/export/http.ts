@@ -1,7 +1,9 @@
-// HTTP endpoints of watch mode (express): /metrics, /healthz, /api/connections,
-// and the live page (/, /api/overview); and listenApp, the one way every mode's
-// HTTP server starts: bearer-token auth, TLS, redacted JSON, bounded requests,
-// errors without stack traces.
+// The connection view's HTTP routes (express): /api/connections and the live
+// page (/, /api/overview), served by watch and by the chunk modes with their
+// port watch; and listenApp, the one way every mode's HTTP server starts:
+// bearer-token auth, TLS, redacted JSON, bounded requests, errors without
+// stack traces. /metrics, /healthz and the 404 are the mode runtime's
+// (agent/cli/runtime.ts).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createServer as createHttpServer, type Server } from 'node:http';
@@ -12,27 +14,14 @@ import { rankTop, type RankKeys } from '../model/rank.js';
 import { apiSlicer, queryParams, sendJsonSliced } from './query.js';
 import { connectionJson, rwndShare, type Connection, type ConnectionTable, type NetnsScope } from '../model/connections.js';
 import type { OwnerResolver } from '../model/owners.js';
-import type { WatchMetrics } from './metrics.js';
 import { LiveView, pageFiles } from './live.js';
 import { DEFAULT_LIMITS, guardServer, type GuardLimits } from './http_guard.js';
 
-export interface Health {
-  ok: boolean;
-  [k: string]: unknown;
-}
-
-export interface HttpDeps {
-  metrics: WatchMetrics;
+export interface ConnectionViewDeps {
   table: ConnectionTable;
   owners?: OwnerResolver;
-  health: () => Health;
   /** watch --netns-labels pod_uid: a namespace's pod UID, for the rows' podUid. */
   podOf?: (scope: NetnsScope) => string;
-}
-
-export interface HttpServer {
-  address: { host: string; port: number };
-  close(): Promise<void>;
 }
 
 /** The orders of /api/connections?sort=, as comparators (what SORT_KEYS computes, in slices). */
@@ -51,32 +40,13 @@ const MAX_LIMIT = 100_000;
 /** Pages up to this many connections are written in one go (a few ms at most), with a Content-Length. */
 export const ONE_GO_MAX = 200;
 
-export function createApp(deps: HttpDeps): express.Express {
-  const app = express();
-  app.disable('x-powered-by');
-  app.disable('etag');
-
-  // Scrapes that arrive while a render is in flight share its body: one
-  // render at a time, however many scrapers (see WatchMetrics.render).
-  let rendering: Promise<string> | undefined;
-  app.get('/metrics', async (_req: Request, res: Response) => {
-    try {
-      rendering ??= deps.metrics.render().finally(() => (rendering = undefined));
-      const body = await rendering;
-      res.set('Content-Type', deps.metrics.contentType).send(body);
-    } catch (e) {
-      res.status(500).type('text/plain').send(`metrics rendering failed: ${e instanceof Error ? e.message : String(e)}\n`);
-    }
-  });
-
-  app.get('/healthz', (_req: Request, res: Response) => {
-    const h = deps.health();
-    res.status(h.ok ? 200 : 503).json(h);
-  });
+/** The connection view's routes, for a mode's app (routes() of its ModeSpec). */
+export function connectionRoutes(deps: ConnectionViewDeps): express.Router {
+  const router = express.Router();
 
   // Ranked and written in slices (agent/export/query.ts): a page of 50k
   // connections is about a second of work that polls must not wait behind.
-  app.get('/api/connections', async (req: Request, res: Response) => {
+  router.get('/api/connections', async (req: Request, res: Response) => {
     const q = queryParams(req, res, ['sort', 'limit']);
     if (q === undefined) return;
     const sort = q.sort ?? 'stall';
@@ -103,13 +73,10 @@ export function createApp(deps: HttpDeps): express.Express {
 
   // The live page (agent/export/live.ts, agent/export/page/): / and its two files, and its data.
   const live = new LiveView(deps.table, deps.owners);
-  app.get('/api/overview', live.handler);
-  app.get(['/', '/app.js', '/style.css'], pageFiles());
+  router.get('/api/overview', live.handler);
+  router.get(['/', '/app.js', '/style.css'], pageFiles());
 
-  app.use((_req: Request, res: Response) => {
-    res.status(404).json({ error: 'not found: try /, /metrics, /healthz, /api/connections or /api/overview' });
-  });
-  return app;
+  return router;
 }
 
 /** Who may read the HTTP server, and how it is reached. */
@@ -225,9 +192,4 @@ export function listenApp(app: express.Express, host: string, port: number, secu
       });
     });
   });
-}
-
-/** Listens on host:port; rejects with the listen error (EADDRINUSE, EACCES, …). */
-export function startHttp(deps: HttpDeps, host: string, port: number, security: HttpSecurity = {}): Promise<HttpServer> {
-  return listenApp(createApp(deps), host, port, security);
 }

@@ -22,8 +22,8 @@ import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import express from 'express';
 import { connectionJson, ConnectionTable } from '../../dist/agent/model/connections.js';
-import { createApp, listenApp, SORT_KEYS, SORTS } from '../../dist/agent/export/http.js';
-import { rankTopSync } from '../../dist/agent/export/query.js';
+import { connectionRoutes, listenApp, SORT_KEYS, SORTS } from '../../dist/agent/export/http.js';
+import { rankTopSync } from '../../dist/agent/model/rank.js';
 import { LiveView } from '../../dist/agent/export/live.js';
 
 const sizes = (process.argv[2] ?? '10000,50000').split(',').map(Number);
@@ -183,8 +183,10 @@ for (const n of main ? sizes : []) {
 
   // As served: the loop stays responsive when the lateness stays near a slice.
   // "one go" is the handler as it was before the slicing (sort, map, res.json).
-  const deps = { metrics: { contentType: 'text/plain', render: async () => '' }, table, health: () => ({ ok: true }) };
-  const app = createApp(deps);
+  const app = express(); // with the mode runtime's settings
+  app.disable('etag');
+  app.disable('x-powered-by');
+  app.use(connectionRoutes({ table }));
   const oneGo = express();
   oneGo.get('/one-go', (req, res) => {
     const limit = Number(req.query.limit);

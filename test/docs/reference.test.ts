@@ -99,7 +99,6 @@ describe('a running watch', () => {
     const { error } = (await res.json()) as { error: string };
     const named = error.replace(/^not found: try /, '').split(/, | or /);
     const watch = (await ref.modes()).find((m) => m.name === 'watch')!;
-    // watch's own app (agent/export/http.ts createApp) answers the 404 first, in its own order.
     expect([...named].sort()).toEqual([...watch.paths].sort());
   });
 });

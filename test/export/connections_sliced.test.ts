@@ -11,14 +11,13 @@ import net from 'node:net';
 import express, { type Request, type Response } from 'express';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createApp, listenApp, ONE_GO_MAX, SORT_KEYS, SORTS, type Listening } from '../../agent/export/http.js';
+import { connectionRoutes, listenApp, ONE_GO_MAX, SORT_KEYS, SORTS, type Listening } from '../../agent/export/http.js';
 import { rankTop, rankTopSync, type RankKeys } from '../../agent/model/rank.js';
 import { Slicer } from '../../agent/export/query.js';
 import { LiveView } from '../../agent/export/live.js';
 import { configureRedaction } from '../../agent/export/redact.js';
 import { connectionJson, ConnectionTable } from '../../agent/model/connections.js';
 import type { InetDiagSocket } from '../../agent/parse/inet_diag.js';
-import type { WatchMetrics } from '../../agent/export/metrics.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 import { stopChild, waitForLine } from '../../lab/lab.js';
 
@@ -84,14 +83,14 @@ afterEach(async () => {
 
 /** The table's /api/connections, and /old: the handler as it was (sort everything, map, res.json in one go), on one listener. */
 async function serve(table: ConnectionTable): Promise<string> {
-  const deps = { metrics: {} as WatchMetrics, table, health: () => ({ ok: true }) };
   const app = express();
+  app.disable('etag'); // as the mode runtime's app
   app.get('/old', (req: Request, res: Response) => {
     const sort = req.query.sort as keyof typeof SORTS;
     const all = [...table.open.values()].sort(SORTS[sort]);
     res.json({ total: all.length, sort, connections: all.slice(0, Number(req.query.limit)).map(connectionJson) });
   });
-  app.use(createApp(deps));
+  app.use(connectionRoutes({ table }));
   const l = await listenApp(app, '127.0.0.1', 0);
   servers.push(l);
   return `http://127.0.0.1:${l.address.port}`;

@@ -221,6 +221,11 @@ describe('tcp-chronograph proxy (CLI)', () => {
     const c = await get(`${proxy.metrics}/api/connections`);
     expect(c.status).toBe(200);
     expect(JSON.parse(c.body)).toHaveProperty('connections');
+    // The 404 names every route, its chunks and its connection view's alike.
+    const missing = await get(`${proxy.metrics}/no-such-path`);
+    expect(missing.status).toBe(404);
+    const named = (JSON.parse(missing.body) as { error: string }).error.replace(/^not found: try /, '').split(/, | or /);
+    expect(named.sort()).toEqual(['/', '/api/chunks', '/api/connections', '/api/overview', '/healthz', '/metrics']);
   });
 
   it('/api/chunks?follow=1 streams records as they happen', async () => {
