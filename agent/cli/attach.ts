@@ -15,7 +15,7 @@ import { nowSeconds } from '../clock.js';
 import type { ChunkRecord } from '../model/chunks.js';
 import { attachBinding, isSystemError } from '../native.js';
 import type { Command } from './command.js';
-import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, portFlag, stallAfterFlag } from './common_flags.js';
+import { diagFlag, durationIn, EVENTS_FLAG, intervalFlag, listenFlag, maxConnectionSeriesFlag, portFlag, stallAfterFlag } from './common_flags.js';
 import { formatHelp, parseBool, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
 import { ChunkOutputs } from './chunk_mode.js';
 import type { PortWatch } from './port_watch.js';
@@ -50,20 +50,10 @@ export const FLAGS = {
   ),
   interval: intervalFlag("How often to look for new and closed connections (the target's fd table and one sock_diag dump)."),
   metricsListen: listenFlag('metrics-listen', 'Address of the HTTP server (/metrics, /healthz, /api/chunks, /api/sockets, /api/connections).', '127.0.0.1:9465'),
-  diag: {
-    name: 'diag',
-    arg: 'on|off',
-    default: 'on',
-    help: "Also export watch's per-port and per-connection chronograph metrics (sock_diag) for the\nattached ports (--port, else the ports the target listens on).",
-    parse: parseChoice(['on', 'off'] as const),
-  } satisfies FlagSpec<'on' | 'off'>,
-  maxConnectionSeries: {
-    name: 'max-connection-series',
-    arg: 'N',
-    default: '200',
-    help: 'With --diag on: at most N connections get per-connection series; 0 turns them off.',
-    parse: parseIntIn(0, 100_000),
-  } satisfies FlagSpec<number>,
+  diag: diagFlag(
+    "Also export watch's per-port and per-connection chronograph metrics (sock_diag) for the\nattached ports (--port, else the ports the target listens on).",
+  ),
+  maxConnectionSeries: maxConnectionSeriesFlag('With --diag on: at most N connections get per-connection series; 0 turns them off.'),
   records: {
     name: 'records',
     arg: 'sched+ack|ack',

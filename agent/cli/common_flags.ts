@@ -7,7 +7,7 @@ import { createSecureContext } from 'node:tls';
 import type { HttpSecurity } from '../export/http.js';
 import { configureRedaction, parseRedact, type RedactPolicy } from '../export/redact.js';
 import type { PortRange } from '../parse/inet_diag.js';
-import { parseDuration, parseIntIn, parseListen, UsageError, type FlagSpec } from './flags.js';
+import { parseChoice, parseDuration, parseIntIn, parseListen, UsageError, type FlagSpec } from './flags.js';
 import type { HostPort } from './serve.js';
 
 /** "8080" or "8000-8100". */
@@ -43,6 +43,16 @@ export function intervalFlag(help: string) {
     help,
     parse: durationIn(0.05, 3600, 'must be from 50ms to 1h'),
   } satisfies FlagSpec<number>;
+}
+
+/** --diag on|off (default on): a chunk mode also exports watch's metrics for its ports. */
+export function diagFlag(help: string) {
+  return { name: 'diag', arg: 'on|off', default: 'on', help, parse: parseChoice(['on', 'off'] as const) } satisfies FlagSpec<'on' | 'off'>;
+}
+
+/** --max-connection-series N (default 200, 0 to 100 000): the per-connection series of --diag on. */
+export function maxConnectionSeriesFlag(help: string) {
+  return { name: 'max-connection-series', arg: 'N', default: '200', help, parse: parseIntIn(0, 100_000) } satisfies FlagSpec<number>;
 }
 
 /** A HOST:PORT to listen on (`--listen`, `--metrics-listen`). */

@@ -9,7 +9,7 @@ import { registerProxyMetrics } from '../proxy/metrics.js';
 import { TcpProxy, type HostPort, type ProxyChunkRecord, type UpstreamErrorReason } from '../proxy/relay.js';
 import { RouteMap, parseRoute, type Route } from '../proxy/routes.js';
 import type { Command } from './command.js';
-import { durationIn, EVENTS_FLAG, intervalFlag, listenFlag, stallAfterFlag } from './common_flags.js';
+import { diagFlag, durationIn, EVENTS_FLAG, intervalFlag, listenFlag, maxConnectionSeriesFlag, stallAfterFlag } from './common_flags.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
 import { ChunkOutputs } from './chunk_mode.js';
 import { serveMode } from './runtime.js';
@@ -117,21 +117,11 @@ export const FLAGS = {
     parse: parseIntIn(1, 1_000_000),
   } satisfies FlagSpec<number>,
   events: EVENTS_FLAG,
-  diag: {
-    name: 'diag',
-    arg: 'on|off',
-    default: 'on',
-    help: "Also export watch's per-port and per-connection chronograph metrics (sock_diag) for the\nclient connections of --listen's port.",
-    parse: parseChoice(['on', 'off'] as const),
-  } satisfies FlagSpec<'on' | 'off'>,
+  diag: diagFlag(
+    "Also export watch's per-port and per-connection chronograph metrics (sock_diag) for the\nclient connections of --listen's port.",
+  ),
   interval: intervalFlag('How often --diag on dumps the client connections.'),
-  maxConnectionSeries: {
-    name: 'max-connection-series',
-    arg: 'N',
-    default: '200',
-    help: 'With --diag on: at most N client connections get per-connection series; 0 turns them off.',
-    parse: parseIntIn(0, 100_000),
-  } satisfies FlagSpec<number>,
+  maxConnectionSeries: maxConnectionSeriesFlag('With --diag on: at most N client connections get per-connection series; 0 turns them off.'),
   bufferSize: {
     name: 'buffer-size',
     arg: 'BYTES',

@@ -12,7 +12,7 @@ import ansi from 'ansi-escapes';
 import { emitKeypressEvents } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PortRange } from '../parse/inet_diag.js';
-import { WindowTracker, windowLimit, windowShares, type ConnSample, type ConnWindow } from '../model/verdict.js';
+import { WindowTracker, windowLimit, windowShares, type ConnWindow } from '../model/verdict.js';
 import { rateText } from './report.js';
 import type { Shares } from '../model/classify.js';
 import type { Command } from './command.js';

@@ -14,8 +14,8 @@ import { TraceChunker, type TraceChunkerCounters, type TraceChunkRecord } from '
 import { cgroup2Mount, MAX_PORT_RANGES, traceLoadFailure, TraceSource, traceUnavailable, type TraceChunkMode } from '../sources/trace.js';
 import { ChunkOutputs } from './chunk_mode.js';
 import type { Command } from './command.js';
-import { applyRedaction, durationIn, EVENTS_FLAG, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE_FLAGS, serveSecurity, stallAfterFlag } from './common_flags.js';
-import { formatHelp, parseChoice, parseDuration, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
+import { applyRedaction, diagFlag, durationIn, EVENTS_FLAG, intervalFlag, listenFlag, maxConnectionSeriesFlag, portFlag, REDACT_FLAGS, SERVE_FLAGS, serveSecurity, stallAfterFlag } from './common_flags.js';
+import { formatHelp, parseDuration, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
 import { LOG_FORMAT_FLAG, configureLog, logOnce } from './log.js';
 import { serveMode } from './runtime.js';
 import { version } from './version.js';
@@ -106,20 +106,10 @@ export const FLAGS = {
     help: 'Size of the ring buffer the kernel hands records through (a power of two); records that do\nnot fit are counted in tcp_chrono_trace_records_lost_total.',
     parse: parseRingBytes,
   } satisfies FlagSpec<number>,
-  diag: {
-    name: 'diag',
-    arg: 'on|off',
-    default: 'on',
-    help: "With --port: also export watch's per-port and per-connection chronograph metrics (sock_diag)\nfor those ports, and /api/connections.",
-    parse: parseChoice(['on', 'off'] as const),
-  } satisfies FlagSpec<'on' | 'off'>,
-  maxConnectionSeries: {
-    name: 'max-connection-series',
-    arg: 'N',
-    default: '200',
-    help: 'With --diag on: at most N connections get per-connection series; 0 turns them off.',
-    parse: parseIntIn(0, 100_000),
-  } satisfies FlagSpec<number>,
+  diag: diagFlag(
+    "With --port: also export watch's per-port and per-connection chronograph metrics (sock_diag)\nfor those ports, and /api/connections.",
+  ),
+  maxConnectionSeries: maxConnectionSeriesFlag('With --diag on: at most N connections get per-connection series; 0 turns them off.'),
   events: EVENTS_FLAG,
   logFormat: LOG_FORMAT_FLAG,
   ...SERVE_FLAGS,

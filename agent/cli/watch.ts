@@ -5,7 +5,6 @@
 import { readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { isSystemError } from '../native.js';
 import { TCP_STATES, stateName, type PortRange, type TcpChrono } from '../parse/inet_diag.js';
 import { DiagSource, parseCidr } from '../sources/diag.js';
 import { DiagPoller, dumpFailure, type PollTarget } from '../sources/diag_poller.js';
@@ -17,7 +16,6 @@ import { WatchMetrics, type SelfSnapshot } from '../export/metrics.js';
 import { connectionRoutes } from '../export/http.js';
 import type { Command } from './command.js';
 import { applyRedaction, intervalFlag, listenFlag, portFlag, REDACT_FLAGS, SERVE_FLAGS, serveSecurity } from './common_flags.js';
-import { describeRedaction } from '../export/redact.js';
 import { formatHelp, parseChoice, parseFlags, parseIntIn, UsageError, type FlagSpec } from './flags.js';
 import { LOG_FORMAT_FLAG, configureLog, log, logOnce } from './log.js';
 import { privileges } from './privileges.js';
