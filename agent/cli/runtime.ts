@@ -15,7 +15,7 @@ import { release } from 'node:os';
 import express, { type Request, type Response } from 'express';
 import type { Registry } from 'prom-client';
 import { registerGuardMetrics } from '../export/http_guard.js';
-import type { HttpSecurity } from '../export/http.js';
+import { plainApp, type HttpSecurity } from '../export/http.js';
 import { describeRedaction } from '../export/redact.js';
 import { log, logOnce } from './log.js';
 import { describeDrop, dropPrivileges, type DropOptions, type Mode } from './privileges.js';
@@ -83,9 +83,7 @@ export function catchSignals(): void {
 export async function serveMode(spec: ModeSpec): Promise<number> {
   catchSignals();
   registerGuardMetrics(spec.metrics.registry);
-  const app = express();
-  app.disable('x-powered-by');
-  app.disable('etag');
+  const app = plainApp();
   let rendering: Promise<string> | undefined;
   app.get('/metrics', async (_req: Request, res: Response) => {
     try {

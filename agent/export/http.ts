@@ -111,6 +111,14 @@ function authorized(header: string | undefined, want: Buffer): boolean {
 /** Routes open without a token: liveness probes carry no credentials, and /healthz shows no client address. */
 export const OPEN_PATHS: ReadonlySet<string> = new Set(['/healthz']);
 
+/** An express app as every listener's: no X-Powered-By, no ETag (settings a mounted app keeps its own of). */
+export function plainApp(): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  return app;
+}
+
 /**
  * Wraps a mode's app in what every listener shares: the token check, JSON
  * with client addresses redacted (agent/export/redact.ts; the `json replacer`
@@ -118,9 +126,7 @@ export const OPEN_PATHS: ReadonlySet<string> = new Set(['/healthz']);
  * answers without a stack trace.
  */
 export function secureApp(app: express.Express, security: HttpSecurity = {}): express.Express {
-  const outer = express();
-  outer.disable('x-powered-by');
-  outer.disable('etag');
+  const outer = plainApp();
   const replacer = jsonReplacer();
   if (replacer !== undefined) outer.set('json replacer', replacer);
   outer.use((_req: Request, res: Response, next: NextFunction) => {

@@ -22,7 +22,7 @@ import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import express from 'express';
 import { connectionJson, ConnectionTable } from '../../dist/agent/model/connections.js';
-import { connectionRoutes, listenApp, SORT_KEYS, SORTS } from '../../dist/agent/export/http.js';
+import { connectionRoutes, listenApp, plainApp, SORT_KEYS, SORTS } from '../../dist/agent/export/http.js';
 import { rankTopSync } from '../../dist/agent/model/rank.js';
 import { LiveView } from '../../dist/agent/export/live.js';
 
@@ -183,9 +183,7 @@ for (const n of main ? sizes : []) {
 
   // As served: the loop stays responsive when the lateness stays near a slice.
   // "one go" is the handler as it was before the slicing (sort, map, res.json).
-  const app = express(); // with the mode runtime's settings
-  app.disable('etag');
-  app.disable('x-powered-by');
+  const app = plainApp(); // as the mode runtime's
   app.use(connectionRoutes({ table }));
   const oneGo = express();
   oneGo.get('/one-go', (req, res) => {

@@ -8,10 +8,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
-import express, { type Request, type Response } from 'express';
+import type { Request, Response } from 'express';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { connectionRoutes, listenApp, ONE_GO_MAX, SORT_KEYS, SORTS, type Listening } from '../../agent/export/http.js';
+import { connectionRoutes, listenApp, ONE_GO_MAX, plainApp, SORT_KEYS, SORTS, type Listening } from '../../agent/export/http.js';
 import { rankTop, rankTopSync, type RankKeys } from '../../agent/model/rank.js';
 import { Slicer } from '../../agent/export/query.js';
 import { LiveView } from '../../agent/export/live.js';
@@ -83,8 +83,7 @@ afterEach(async () => {
 
 /** The table's /api/connections, and /old: the handler as it was (sort everything, map, res.json in one go), on one listener. */
 async function serve(table: ConnectionTable): Promise<string> {
-  const app = express();
-  app.disable('etag'); // as the mode runtime's app
+  const app = plainApp(); // as the mode runtime's
   app.get('/old', (req: Request, res: Response) => {
     const sort = req.query.sort as keyof typeof SORTS;
     const all = [...table.open.values()].sort(SORTS[sort]);
