@@ -21,10 +21,10 @@ const rec = (kind: TxRecord['kind'], key: number, time: number, s?: TxRecord['st
   truncated: false,
 });
 
-function setup(stallAfter = 10) {
+function setup(stallAfter = 10, maxPending = 8) {
   const chunks: ChunkRecord[] = [];
   const stalls: ChunkRecord[] = [];
-  const t = new ChunkTracker({ stallAfter, maxPending: 8 }, { chunk: (c) => chunks.push(c), stall: (c) => stalls.push(c) });
+  const t = new ChunkTracker({ stallAfter, maxPending }, { chunk: (c) => chunks.push(c), stall: (c) => stalls.push(c) });
   return { t, chunks, stalls };
 }
 
@@ -163,11 +163,7 @@ describe('ChunkTracker', () => {
     let seed = 12345;
     const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
     for (let run = 0; run < 40; run++) {
-      const { t, chunks } = (() => {
-        const chunks: ChunkRecord[] = [];
-        const t = new ChunkTracker({ stallAfter: 1e9, maxPending: 1 << 20 }, { chunk: (c) => chunks.push(c), stall: () => undefined });
-        return { t, chunks };
-      })();
+      const { t, chunks } = setup(1e9, 1 << 20);
       // The rule, kept naively: every chunk's last byte and the time of its last write.
       const truth = new Map<number, { last: number; wroteAt: number }>();
       const seen: { kind: 'sched' | 'ack'; key: number; time: number }[] = [];
@@ -195,7 +191,7 @@ describe('ChunkTracker', () => {
           // Records as the kernel makes them: each kind's keys only move forward.
           const kind = op < 8 ? 'sched' : 'ack';
           const floor = kind === 'sched' ? sched : acked;
-          const top = kind === 'sched' ? t.written - 1 : Math.max(sched, -1);
+          const top = kind === 'sched' ? t.written - 1 : sched; // an ACK never passes what was sent
           if (top <= floor) continue;
           const key = floor + 1 + rand(top - floor);
           if (kind === 'sched') sched = key;
